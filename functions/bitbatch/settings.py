@@ -1,0 +1,110 @@
+"""Function settings, read once from the environment at cold start.
+
+Each Lambda function has its own settings class. The field metadata names the
+environment variable, so template.yaml, the local stack and the tests can all
+be checked against one list.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Self
+
+
+class SettingsError(RuntimeError):
+    """A required environment variable is missing or has an invalid value."""
+
+
+def env(name: str, default: str | None = None):
+    """Declare a settings field read from the environment variable `name`."""
+    return field(default=default, metadata={"env": name})
+
+
+class _FromEnvironment:
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str] | None = None) -> Self:
+        environ = os.environ if environ is None else environ
+        values = {}
+        for settings_field in fields(cls):  # type: ignore[arg-type]
+            name = settings_field.metadata["env"]
+            value = environ.get(name, "").strip() or settings_field.default
+            if value is None:
+                raise SettingsError(
+                    f"environment variable {name} is missing or empty; "
+                    f"set it in template.yaml (or the local stack) for {cls.__name__}"
+                )
+            values[settings_field.name] = value
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    @classmethod
+    def variable_names(cls) -> list[str]:
+        return [settings_field.metadata["env"] for settings_field in fields(cls)]  # type: ignore[arg-type]
+
+    def validate(self) -> None:
+        """Check values beyond presence; subclasses raise SettingsError."""
+
+
+def _positive_int(name: str, value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number <= 0:
+        raise SettingsError(f"environment variable {name}={value!r} must be a positive whole number")
+    return number
+
+
+@dataclass(frozen=True)
+class WebhookSettings(_FromEnvironment):
+    runs_table: str = env("RUNS_TABLE")
+    webhook_secret_arn: str = env("WEBHOOK_SECRET_ARN")
+    transform_function_name: str = env("TRANSFORM_FUNCTION_NAME")
+    retention_days: str = env("RETENTION_DAYS", "30")
+
+    def validate(self) -> None:
+        _positive_int("RETENTION_DAYS", self.retention_days)
+
+
+@dataclass(frozen=True)
+class TransformSettings(_FromEnvironment):
+    runs_table: str = env("RUNS_TABLE")
+    artifacts_bucket: str = env("ARTIFACTS_BUCKET")
+    submit_queue_url: str = env("SUBMIT_QUEUE_URL")
+    git_base_url: str = env("GIT_BASE_URL")
+    bitbucket_token_secret_arn: str = env("BITBUCKET_TOKEN_SECRET_ARN")
+
+    def validate(self) -> None:
+        if not self.git_base_url.startswith(("https://", "http://")):
+            raise SettingsError(
+                f"environment variable GIT_BASE_URL={self.git_base_url!r} must start with https:// "
+                "(for example https://bitbucket.org)"
+            )
+
+
+@dataclass(frozen=True)
+class SubmitterSettings(_FromEnvironment):
+    runs_table: str = env("RUNS_TABLE")
+    artifacts_bucket: str = env("ARTIFACTS_BUCKET")
+    batch_job_queue: str = env("BATCH_JOB_QUEUE")
+    batch_job_definition: str = env("BATCH_JOB_DEFINITION")
+
+
+@dataclass(frozen=True)
+class NotifierSettings(_FromEnvironment):
+    runs_table: str = env("RUNS_TABLE")
+    artifacts_bucket: str = env("ARTIFACTS_BUCKET")
+    sender_address: str = env("SENDER_ADDRESS")
+    fallback_recipient: str = env("FALLBACK_RECIPIENT")
+    link_expiry_seconds: str = env("LINK_EXPIRY_SECONDS", "604800")
+
+    def validate(self) -> None:
+        seconds = _positive_int("LINK_EXPIRY_SECONDS", self.link_expiry_seconds)
+        if seconds > 604800:
+            raise SettingsError(
+                f"environment variable LINK_EXPIRY_SECONDS={self.link_expiry_seconds} is above "
+                "604800, the longest lifetime S3 accepts for a presigned URL"
+            )
