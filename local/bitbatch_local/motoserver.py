@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import urllib.request
@@ -67,6 +68,8 @@ def configure(endpoint_url: str) -> None:
 def running_moto_server(port: int | None = None) -> Iterator[str]:
     """Start moto's server on 127.0.0.1 and yield its endpoint URL."""
     port = port or free_port()
+    # moto's server logs every request through werkzeug; keep only errors.
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     endpoint_url = f"http://127.0.0.1:{port}"

@@ -1,0 +1,88 @@
+"""Submit a queued run as an AWS Batch job."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from bitbatch.model import Run, RunStatus
+from bitbatch.observability import bind_run, logger, metrics
+from bitbatch.runs import RunStore, TransitionRejected
+
+JOB_NAME_PREFIX = "bitbatch-"
+JOB_NAME_PATTERN = re.compile(r"^bitbatch-(?P<run_id>[A-Za-z0-9_-]+)$")
+
+
+class MessageError(ValueError):
+    """An SQS message that no retry can make valid."""
+
+
+def job_name(run_id: str) -> str:
+    """Batch job name for a run: letters, digits, hyphens and underscores, at most 128 characters."""
+    return JOB_NAME_PREFIX + run_id
+
+
+def run_id_from_job_name(name: str | None) -> str | None:
+    match = JOB_NAME_PATTERN.match(name or "")
+    return match.group("run_id") if match else None
+
+
+def job_environment(run: Run, bucket: str) -> list[dict[str, str]]:
+    """Variables the container reads; see container/bitbatch_job."""
+    return [
+        {"name": "RUN_ID", "value": run.run_id},
+        {"name": "ARTIFACTS_BUCKET", "value": bucket},
+        {"name": "INPUT_PREFIX", "value": run.input_prefix or ""},
+        {"name": "OUTPUT_PREFIX", "value": run.output_prefix or ""},
+    ]
+
+
+class JobSubmitter:
+    def __init__(self, batch_client, job_queue: str, job_definition: str, bucket: str):
+        self._batch = batch_client
+        self._job_queue = job_queue
+        self._job_definition = job_definition
+        self._bucket = bucket
+
+    def submit(self, run: Run) -> str:
+        response = self._batch.submit_job(
+            jobName=job_name(run.run_id),
+            jobQueue=self._job_queue,
+            jobDefinition=self._job_definition,
+            parameters={"run_id": run.run_id},
+            containerOverrides={"environment": job_environment(run, self._bucket)},
+        )
+        return response["jobId"]
+
+
+def read_message(body: str) -> str:
+    """Return the run id in a submit-queue message body."""
+    try:
+        message = json.loads(body)
+    except json.JSONDecodeError as error:
+        raise MessageError(f"message body is not JSON: {error}") from error
+    run_id = message.get("run_id") if isinstance(message, dict) else None
+    if not isinstance(run_id, str) or not run_id:
+        raise MessageError("message has no run_id")
+    return run_id
+
+
+def submit_run(run_id: str, store: RunStore, submitter: JobSubmitter) -> str | None:
+    """Submit the run's job once; returns the job id, or None when it was already submitted."""
+    run = store.get(run_id)
+    bind_run(run.log_keys)
+    if run.job_id or run.status != RunStatus.QUEUED:
+        # NOTE: two deliveries of one message processed at the same moment can
+        # both pass this check and submit two jobs; only the first job id is kept.
+        logger.info("job already submitted; ignoring repeated message", extra={"job_id": run.job_id, "status": run.status})
+        return None
+
+    job_id = submitter.submit(run)
+    try:
+        store.advance(run_id, RunStatus.SUBMITTED, (RunStatus.QUEUED,), job_id=job_id, job_name=job_name(run_id))
+    except TransitionRejected:
+        logger.warning("run moved on while its job was submitted", extra={"job_id": job_id})
+        return None
+    logger.info("job submitted", extra={"job_id": job_id})
+    metrics.add_metric(name="JobsSubmitted", unit="Count", value=1)
+    return job_id

@@ -1,0 +1,58 @@
+"""Notifier function: AWS Batch job state changes (EventBridge) and the
+transform function's on-failure records end a run and email the pusher."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+
+import boto3
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from bitbatch import outcomes
+from bitbatch.notifications import Mailer
+from bitbatch.observability import logger, metrics, tracer, unbind_run
+from bitbatch.runs import RunNotFound, RunStore
+from bitbatch.settings import NotifierSettings
+
+
+@dataclass(frozen=True)
+class Dependencies:
+    settings: NotifierSettings
+    store: RunStore
+    mailer: Mailer
+    links: outcomes.OutputLinks
+
+
+@cache
+def dependencies() -> Dependencies:
+    settings = NotifierSettings.from_environ()
+    return Dependencies(
+        settings=settings,
+        store=RunStore(boto3.resource("dynamodb").Table(settings.runs_table)),
+        mailer=Mailer(boto3.client("sesv2"), settings.sender_address),
+        links=outcomes.OutputLinks(boto3.client("s3"), settings.artifacts_bucket, int(settings.link_expiry_seconds)),
+    )
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict, context: LambdaContext) -> dict:
+    deps = dependencies()
+    unbind_run()
+    try:
+        outcome = outcomes.read_event(event if isinstance(event, dict) else {})
+    except outcomes.EventError as error:
+        # Retrying cannot make this event usable; log why and drop it.
+        logger.error("notifier event ignored", extra={"reason": str(error), "detail_type": event.get("detail-type")})
+        return {"status": "ignored", "reason": str(error)}
+
+    try:
+        email = outcomes.finish_run(outcome, deps.store, deps.mailer, deps.links, deps.settings.fallback_recipient)
+    except RunNotFound as error:
+        logger.error("notifier event for an unknown run ignored", extra={"run_id": outcome.run_id, "reason": str(error)})
+        return {"status": "ignored", "reason": str(error)}
+    finally:
+        unbind_run()
+    return {"run_id": outcome.run_id, "status": str(outcome.status), "emailed": email is not None}
