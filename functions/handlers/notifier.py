@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from functools import cache
 
 import boto3
+from botocore.config import Config
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from bitbatch import outcomes
@@ -31,7 +32,11 @@ def dependencies() -> Dependencies:
         settings=settings,
         store=RunStore(boto3.resource("dynamodb").Table(settings.runs_table)),
         mailer=Mailer(boto3.client("sesv2"), settings.sender_address),
-        links=outcomes.OutputLinks(boto3.client("s3"), settings.artifacts_bucket, int(settings.link_expiry_seconds)),
+        links=outcomes.OutputLinks(
+            boto3.client("s3", config=Config(signature_version="s3v4")),
+            settings.artifacts_bucket,
+            int(settings.link_expiry_seconds),
+        ),
     )
 
 

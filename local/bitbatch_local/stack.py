@@ -94,6 +94,10 @@ class LocalStack:
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.aws_endpoint = self._exit_stack.enter_context(motoserver.running_moto_server())
+        # moto keeps its state per process, so start from nothing even if an
+        # earlier stack ran in this process.
+        motoserver.post_moto_api(self.aws_endpoint, "reset")
+        motoserver.configure(self.aws_endpoint)
         self.aws_environment = motoserver.aws_environment(self.aws_endpoint)
         self._set_environment(self.aws_environment)
 
@@ -241,7 +245,7 @@ class LocalStack:
             sent.append(
                 SentEmail(
                     sender=raw_message.source,
-                    recipients=list(raw_message.destinations),
+                    recipients=list(dict.fromkeys(raw_message.destinations)),  # moto repeats the To header
                     subject=str(parsed["Subject"]),
                     text=text,
                     html=html,

@@ -20,12 +20,14 @@ import yaml
 from dulwich import porcelain
 from dulwich.client import HTTPUnauthorized, get_transport_and_path
 from dulwich.errors import NotGitRepository
+from dulwich.object_store import tree_lookup_path
 from dulwich.repo import Repo
 
 from bitbatch_local.gitserver import ACCESS_TOKEN_USERNAME, GitServer
 from bitbatch_local.samplerepo import (
     AUTHOR_EMAIL,
     BRANCH,
+    FIRST_README,
     SampleRepository,
     add_commit,
     build_sample_repository,
@@ -195,13 +197,13 @@ def test_fetch_previous_commit_by_sha(server, sample, tmp_path):
         # Then the commit and its tree arrived over protocol v2, without history
         commit = target[wanted]
         files = sorted(entry.path.decode() for entry in target.object_store.iter_tree_contents(commit.tree))
-        readme = target.object_store[commit.tree].lookup_path(target.object_store.__getitem__, b"README.md")[1]
+        _, readme = tree_lookup_path(target.object_store.__getitem__, commit.tree, b"README.md")
         readme_text = target[readme].data.decode()
 
         assert client.protocol_version == 2
         assert files == list(sample.previous_files)
         assert "data/readings.tsv" not in files
-        assert readme_text == run_git(sample.path, "show", f"{sample.previous_commit}:README.md") + "\n"
+        assert readme_text == FIRST_README
         assert target.get_shallow() == {wanted}
         assert sample.head_commit.encode() not in target.object_store
 
