@@ -41,6 +41,9 @@ MAX_STDERR_BYTES = 64 * 1024
 # Seconds to wait for `git http-backend` to exit once its output has ended.
 BACKEND_EXIT_TIMEOUT = 30
 
+# Seconds that reading the statistics waits for requests still in progress.
+STATISTICS_WAIT_TIMEOUT = 10
+
 # Workspace IDs and repository slugs on Bitbucket Cloud use these characters.
 # A leading dot is rejected so that `.` and `..` never name a folder.
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
@@ -107,7 +110,10 @@ class GitServer:
         self._allow_push = allow_push
         self._backend_config = self._build_backend_config(git_config or {})
 
-        self._lock = threading.Lock()
+        # A handler records its request only after the client has the whole
+        # response, so readers wait on this for requests in progress.
+        self._statistics_changed = threading.Condition()
+        self._requests_in_progress = 0
         self._requests: list[RequestRecord] = []
         self._bytes_sent = 0
         self._httpd: _GitHTTPServer | None = None
@@ -182,25 +188,51 @@ class GitServer:
 
     @property
     def requests(self) -> list[RequestRecord]:
-        """Requests served so far, oldest first."""
-        with self._lock:
+        """GET and POST requests served so far, in the order they finished.
+
+        Waits up to STATISTICS_WAIT_TIMEOUT seconds for requests in progress.
+        """
+        with self._statistics_changed:
+            self._wait_for_requests_in_progress()
             return list(self._requests)
 
     @property
     def bytes_sent(self) -> int:
-        """Response body bytes sent so far, without HTTP headers and chunk framing."""
-        with self._lock:
+        """Response body bytes sent so far, without HTTP headers and chunk framing.
+
+        Waits up to STATISTICS_WAIT_TIMEOUT seconds for requests in progress.
+        """
+        with self._statistics_changed:
+            self._wait_for_requests_in_progress()
             return self._bytes_sent
 
     def reset_statistics(self) -> None:
-        with self._lock:
+        with self._statistics_changed:
+            self._wait_for_requests_in_progress()
             self._requests.clear()
             self._bytes_sent = 0
 
+    def _wait_for_requests_in_progress(self) -> None:
+        finished = self._statistics_changed.wait_for(
+            lambda: self._requests_in_progress == 0, timeout=STATISTICS_WAIT_TIMEOUT
+        )
+        if not finished:
+            logger.warning(
+                "%d requests still in progress after %s s, statistics leave them out",
+                self._requests_in_progress,
+                STATISTICS_WAIT_TIMEOUT,
+            )
+
+    def _begin_request(self) -> None:
+        with self._statistics_changed:
+            self._requests_in_progress += 1
+
     def _record(self, record: RequestRecord) -> None:
-        with self._lock:
+        with self._statistics_changed:
             self._requests.append(record)
             self._bytes_sent += record.bytes_sent
+            self._requests_in_progress -= 1
+            self._statistics_changed.notify_all()
 
     # Request checks
 
@@ -358,6 +390,7 @@ class _GitRequestHandler(BaseHTTPRequestHandler):
 
     def _handle_request(self) -> None:
         git_server = self.server.git_server
+        git_server._begin_request()
         url = urlsplit(self.path)
         url_path = unquote(url.path)
         git_protocol = self.headers.get("Git-Protocol")

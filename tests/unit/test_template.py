@@ -26,7 +26,6 @@ from bitbatch.settings import NotifierSettings, SubmitterSettings, TransformSett
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"
-FUNCTIONS_DIR = ROOT / "functions"
 DOCKERFILE = ROOT / "container" / "Dockerfile"
 JOB_SETTINGS_SOURCE = ROOT / "container" / "bitbatch_job" / "settings.py"
 
@@ -273,7 +272,7 @@ def test_job_gets_every_variable(template):
     overrides = {variable["name"]: variable["value"] for variable in submission.job_environment(run, "artifacts")}
     job_environment = defaults | overrides
 
-    # When the names the job's settings module contains are collected from its source
+    # When the environment variable names in the job's settings source are collected
     tree = ast.parse(JOB_SETTINGS_SOURCE.read_text())
     read_names = {
         node.value
