@@ -15,6 +15,7 @@ import tempfile
 import threading
 import urllib.error
 import urllib.request
+from datetime import datetime
 from pathlib import Path
 
 from bitbatch_local.payloads import cloud_push_payload, signed_delivery
@@ -99,10 +100,12 @@ def demo(repo: str | None) -> int:
         printed: set[str] = set()
 
         def print_stages(run) -> None:
+            started = datetime.fromisoformat(run.created_at)
             for stage, reached_at in sorted(run.stages.items(), key=lambda item: item[1]):
                 if stage not in printed:
                     printed.add(stage)
-                    say(f"  {reached_at}  {stage}")
+                    elapsed = (datetime.fromisoformat(reached_at) - started).total_seconds()
+                    say(f"  +{elapsed:5.2f} s  {stage}")
 
         run = stack.wait_for_run(run_id, timeout=300, on_change=print_stages)
         emails = stack.sent_emails()
@@ -114,6 +117,9 @@ def demo(repo: str | None) -> int:
             say(f"reason:  {run.failure_reason}")
         if run.output_prefix:
             say(f"output:  s3://{stack.resources.bucket}/{run.output_prefix}")
+            copied = stack.download_output(run, workdir / "output")
+            if copied:
+                say(f"         copied to {workdir / 'output'} ({', '.join(copied)})")
         for sent in emails:
             say("email:")
             say(f"  to:      {', '.join(sent.recipients)}")

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import IO
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 logger = logging.getLogger(__name__)
 
@@ -391,8 +391,8 @@ class _GitRequestHandler(BaseHTTPRequestHandler):
     def _handle_request(self) -> None:
         git_server = self.server.git_server
         git_server._begin_request()
-        url = urlsplit(self.path)
-        url_path = unquote(url.path)
+        raw_path, _, query = self.path.partition("?")
+        url_path = unquote(raw_path)
         git_protocol = self.headers.get("Git-Protocol")
         user: str | None = None
         status = 500
@@ -414,13 +414,13 @@ class _GitRequestHandler(BaseHTTPRequestHandler):
                 status, bytes_sent = self._send_error_response(404, f"Repository not found: {url_path}\n")
                 return
 
-            status, bytes_sent = self._run_backend(git_server, path_info, url.query, user)
+            status, bytes_sent = self._run_backend(git_server, path_info, query, user)
         finally:
             git_server._record(
                 RequestRecord(
                     method=self.command,
                     path=url_path,
-                    query=url.query,
+                    query=query,
                     status=status,
                     user=user,
                     git_protocol=git_protocol,

@@ -231,6 +231,20 @@ class LocalStack:
                 raise TimeoutError(f"run {run_id} is still {run.status} after {timeout:.0f} s")
             time.sleep(0.1)
 
+    def download_output(self, run: Run, folder: Path) -> list[str]:
+        """Copy the run's output files to folder, since presigned links die with the stack."""
+        s3 = boto3.client("s3")
+        names = []
+        listing = s3.list_objects_v2(Bucket=self.resources.bucket, Prefix=run.output_prefix or "-")
+        for item in listing.get("Contents", []):
+            name = item["Key"][len(run.output_prefix) :]
+            if not name or "/" in name:
+                continue
+            folder.mkdir(parents=True, exist_ok=True)
+            s3.download_file(self.resources.bucket, item["Key"], str(folder / name))
+            names.append(name)
+        return names
+
     def sent_emails(self) -> list[SentEmail]:
         """Email sent through the emulated SES, oldest first."""
         from moto.ses.models import ses_backends
