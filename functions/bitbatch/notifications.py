@@ -1,4 +1,4 @@
-"""Who gets the email about a run, and what it says."""
+"""Choose the recipient of a run's email and render its text and HTML parts."""
 
 from __future__ import annotations
 

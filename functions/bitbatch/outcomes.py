@@ -98,7 +98,7 @@ class OutputLinks:
 
     def link(self, key: str) -> str:
         # NOTE: a URL signed with the function's temporary role credentials stops
-        # working when those credentials expire (hours), whatever its expiry says.
+        # working when those credentials expire (hours), whatever expiry it requests.
         return self._s3.generate_presigned_url(
             "get_object", Params={"Bucket": self._bucket, "Key": key}, ExpiresIn=self._expiry_seconds
         )

@@ -73,7 +73,7 @@ def submit_run(run_id: str, store: RunStore, submitter: JobSubmitter) -> str | N
     bind_run(run.log_keys)
     if run.job_id or run.status != RunStatus.QUEUED:
         # NOTE: two deliveries of one message processed at the same moment can
-        # both pass this check and submit two jobs; only the first job id is kept.
+        # both pass this check and submit two jobs. Only the first job id is kept.
         logger.info("job already submitted; ignoring repeated message", extra={"job_id": run.job_id, "status": run.status})
         return None
 

@@ -128,7 +128,7 @@ def read_job_spec(job_id: str, region: str) -> JobSpec:
     """Read a submitted job's environment and parameters.
 
     NOTE: moto 5.2.5's server drops `container` and `parameters` from its
-    DescribeJobs answer, so this reads moto's in-process Batch backend (the
+    DescribeJobs response, so this reads moto's in-process Batch backend (the
     server runs in this process). It only works with the embedded server.
     """
     from moto.batch.models import batch_backends

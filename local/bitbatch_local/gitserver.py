@@ -372,8 +372,8 @@ class _RequestBodyError(Exception):
 
 
 class _GitRequestHandler(BaseHTTPRequestHandler):
-    # HTTP/1.1 keeps connections open between the requests of one fetch and
-    # answers `Expect: 100-continue`.
+    # With HTTP/1.1 the connection stays open between the requests of one
+    # fetch, and the base class sends `100 Continue` when a client expects it.
     protocol_version = "HTTP/1.1"
     server: _GitHTTPServer
 
@@ -384,7 +384,7 @@ class _GitRequestHandler(BaseHTTPRequestHandler):
         self._handle_request()
 
     def log_message(self, format: str, *args: object) -> None:
-        # The request line holds no credentials, but one line per request
+        # The request line contains no credentials, but one line per request
         # would flood the output of tests and benchmarks.
         logger.debug("%s %s", self.address_string(), format % args)
 

@@ -21,7 +21,7 @@ BRANCH = "main"
 FIRST_COMMIT_DATE = "2024-03-04T09:15:00+00:00"
 SECOND_COMMIT_DATE = "2024-03-05T14:40:00+00:00"
 
-# add_commit dates a commit this long after its parent unless told otherwise.
+# add_commit dates a commit this long after its parent unless the caller passes a date.
 COMMIT_INTERVAL = timedelta(hours=1)
 
 FIRST_COMMIT_MESSAGE = "Add station list and quality-control pipeline"
@@ -302,8 +302,8 @@ def _readings_tsv() -> str:
     lines = ["station_id\ttime\ttemperature_c\thumidity_pct"]
     for station_index, (station_id, mean_c, half_range_c, mean_humidity) in enumerate(READING_STATIONS):
         for hour in range(24):
-            # The daily cycle peaks at 15:00 UTC. The offset is a fixed
-            # pseudo-random wobble, so the file is the same on every run.
+            # The daily cycle peaks at 15:00 UTC. `wobble` is a fixed
+            # pseudo-random offset within ±0.4 °C, so the file is the same on every run.
             cycle = math.sin(2 * math.pi * (hour - 9) / 24)
             wobble = ((station_index * 37 + hour * 11) % 9 - 4) / 10
             temperature_c = mean_c + half_range_c * cycle + wobble

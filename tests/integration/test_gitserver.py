@@ -178,24 +178,24 @@ def test_unauthorized_asks_for_basic(server):
     # When a client sends no credentials
     status, headers = get_status(url)
 
-    # Then the server asks for Basic auth in its realm
+    # Then the response requests Basic auth in the bitbatch realm
     assert status == 401
     assert headers["WWW-Authenticate"] == 'Basic realm="bitbatch"'
 
 
 def test_fetch_previous_commit_by_sha(server, sample, tmp_path):
     # Given an empty repository and the commit before the branch tip
-    wanted = sample.previous_commit.encode()
+    commit_id = sample.previous_commit.encode()
     client, path = get_transport_and_path(
         server.clone_url(FULL_NAME), username=ACCESS_TOKEN_USERNAME, password=TOKEN
     )
 
     with Repo.init(str(tmp_path / "fetched"), mkdir=True) as target:
         # When dulwich fetches only that commit, one level deep
-        client.fetch(path, target, determine_wants=lambda refs, depth=None: [wanted], depth=1)
+        client.fetch(path, target, determine_wants=lambda refs, depth=None: [commit_id], depth=1)
 
         # Then the commit and its tree arrived over protocol v2, without history
-        commit = target[wanted]
+        commit = target[commit_id]
         files = sorted(entry.path.decode() for entry in target.object_store.iter_tree_contents(commit.tree))
         _, readme = tree_lookup_path(target.object_store.__getitem__, commit.tree, b"README.md")
         readme_text = target[readme].data.decode()
@@ -204,7 +204,7 @@ def test_fetch_previous_commit_by_sha(server, sample, tmp_path):
         assert files == list(sample.previous_files)
         assert "data/readings.tsv" not in files
         assert readme_text == FIRST_README
-        assert target.get_shallow() == {wanted}
+        assert target.get_shallow() == {commit_id}
         assert sample.head_commit.encode() not in target.object_store
 
     assert {record.git_protocol for record in server.requests} == {"version=2"}
@@ -237,7 +237,7 @@ def test_path_outside_root_not_found(server):
     finally:
         connection.close()
 
-    # Then the server answers 404 without running the backend
+    # Then the server returns 404 without running the backend
     assert status == 404
 
 
@@ -501,7 +501,7 @@ def test_sample_data_parses(sample):
     thresholds = json.loads((data / "thresholds.json").read_text())
     pipeline = yaml.safe_load((sample.path / "config" / "pipeline.yaml").read_text())
 
-    # Then each holds what the README promises
+    # Then each contains what the README describes
     station_ids = {station["id"] for station in stations}
     assert len(stations) == 12
     assert list(stations[0]) == ["id", "name", "latitude", "longitude", "elevation_m", "active"]
@@ -516,8 +516,7 @@ def test_sample_data_parses(sample):
 
 
 def test_add_commit_extends_branch(sample):
-    # Given the sample repository
-    # When a commit writes one file and deletes another
+    # Given the sample repository, when a commit writes one file and deletes another
     commit = add_commit(
         sample.path,
         {"data/readings.tsv": "station_id\ttime\ttemperature_c\thumidity_pct\n", "data/thresholds.json": None},
