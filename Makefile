@@ -28,7 +28,7 @@ help:
 	@echo "make demo   run one real push through the whole pipeline on this machine"
 	@echo "make serve  keep the local stack running (PORT=, SECRET=, REPOS=<dir>)"
 	@echo "make test   run unit, handler and end-to-end tests (no AWS account needed)"
-	@echo "make lint   sam validate --lint and cfn-lint on template.yaml"
+	@echo "make lint   ruff on the Python code, sam validate --lint and cfn-lint on template.yaml"
 	@echo "make build  sam build (no container needed)"
 
 check-python:
@@ -61,7 +61,8 @@ serve: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
-lint: $(SAM_VENV)/.installed
+lint: $(SAM_VENV)/.installed $(VENV)/.installed
+	$(VENV)/bin/ruff check functions container local tests
 	$(SAM) validate --lint --template-file template.yaml --region us-east-1
 	$(SAM_VENV)/bin/cfn-lint template.yaml
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
 import time
 import uuid
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
 
+from bitbatch_local.loopback import QuietHandler, start_server, stop_server
 from bitbatch_local.lambdas import ACCOUNT_ID, FunctionError, LocalLambda
 
 # Matches the API Gateway payload limit for HTTP APIs (10 MB).
@@ -80,7 +80,7 @@ class LocalHttpApi:
     def serve(self, port: int = 0) -> str:
         api = self
 
-        class ApiHandler(BaseHTTPRequestHandler):
+        class ApiHandler(QuietHandler):
             protocol_version = "HTTP/1.1"
 
             def _handle(self):
@@ -125,15 +125,8 @@ class LocalHttpApi:
 
             do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _handle  # noqa: N815
 
-            def log_message(self, format, *args):  # noqa: A002 - silence the default request log
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), ApiHandler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, name="http-api", daemon=True).start()
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._server, url = start_server(ApiHandler, port, "http-api")
+        return url
 
     def stop(self) -> None:
-        if self._server:
-            self._server.shutdown()
-            self._server.server_close()
+        stop_server(self._server)

@@ -18,6 +18,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -37,6 +38,8 @@ ACCESS_TOKEN_USERNAME = "x-token-auth"
 COPY_CHUNK_SIZE = 64 * 1024
 MAX_LINE_LENGTH = 64 * 1024
 MAX_STDERR_BYTES = 64 * 1024
+# A chunked request body larger than this moves from memory to a temporary file.
+SPOOL_MEMORY_LIMIT = 1024 * 1024
 
 # Seconds to wait for `git http-backend` to exit once its output has ended.
 BACKEND_EXIT_TIMEOUT = 30
@@ -44,15 +47,18 @@ BACKEND_EXIT_TIMEOUT = 30
 # Seconds that reading the statistics waits for requests still in progress.
 STATISTICS_WAIT_TIMEOUT = 10
 
-# Workspace IDs and repository slugs on Bitbucket Cloud use these characters.
-# A leading dot is rejected so that `.` and `..` never name a folder.
+# Accepted workspace IDs and repository slugs: letters, digits, `.`, `_` and
+# `-`, without a leading dot so that `.` and `..` never name a folder.
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
 REPOSITORY_URL_PATTERN = re.compile(r"/(?P<workspace>[^/]+)/(?P<slug>[^/]+?)\.git(?P<service_path>/.*)")
 # Service paths of the smart and dumb protocols: info/refs, git-upload-pack,
-# git-receive-pack, HEAD, objects/..., all without `..` segments.
+# git-receive-pack, HEAD, objects/... No segment starts with a dot, so none is `..`.
 SERVICE_PATH_PATTERN = re.compile(r"(/[A-Za-z0-9_][A-Za-z0-9._-]*)+")
 # A `Git-Protocol` header such as `version=2` or `version=2:key=value`.
 GIT_PROTOCOL_PATTERN = re.compile(r"[A-Za-z0-9=:._-]{1,256}")
+# Request body encodings that `git http-backend` reads: it inflates gzip and
+# x-gzip, and takes anything else as plain bytes.
+SUPPORTED_CONTENT_ENCODINGS = {"", "identity", "gzip", "x-gzip"}
 
 
 @dataclass(frozen=True)
@@ -277,7 +283,7 @@ class GitServer:
         service_path = match["service_path"]
         if not NAME_PATTERN.fullmatch(workspace) or not NAME_PATTERN.fullmatch(slug):
             return None
-        if not SERVICE_PATH_PATTERN.fullmatch(service_path) or "/../" in f"{service_path}/":
+        if not SERVICE_PATH_PATTERN.fullmatch(service_path):
             return None
 
         # `git http-backend` looks for `<dir>/.git`, then `<dir>`, so PATH_INFO
@@ -301,7 +307,7 @@ class GitServer:
         client_address: str,
         user: str | None,
         headers: Mapping[str, str],
-        content_length: int | None,
+        content_length: int,
     ) -> dict[str, str]:
         """Build the CGI environment of one `git http-backend` run."""
         environment = {
@@ -327,10 +333,7 @@ class GitServer:
         content_type = headers.get("Content-Type")
         if content_type:
             environment["CONTENT_TYPE"] = content_type
-        # Without CONTENT_LENGTH the backend reads the body until end of file,
-        # which is how a chunked request body reaches it.
-        if content_length is not None:
-            environment["CONTENT_LENGTH"] = str(content_length)
+        environment["CONTENT_LENGTH"] = str(content_length)
         # The backend inflates a gzip body itself when this is set.
         content_encoding = headers.get("Content-Encoding")
         if content_encoding:
@@ -402,6 +405,7 @@ class _GitRequestHandler(BaseHTTPRequestHandler):
             if git_server.auth_enabled:
                 user = git_server._authenticate(self.headers.get("Authorization"))
                 if user is None:
+                    logger.info("Rejected %s %s: missing or invalid credentials", self.command, url_path)
                     status, bytes_sent = self._send_error_response(
                         401,
                         "Missing or invalid credentials\n",
@@ -411,6 +415,7 @@ class _GitRequestHandler(BaseHTTPRequestHandler):
 
             path_info = git_server._resolve_path_info(url_path)
             if path_info is None:
+                logger.info("Rejected %s %s: no repository at this path", self.command, url_path)
                 status, bytes_sent = self._send_error_response(404, f"Repository not found: {url_path}\n")
                 return
 
@@ -432,11 +437,11 @@ class _GitRequestHandler(BaseHTTPRequestHandler):
 
     # Request body
 
-    def _body_reader(self) -> tuple[int | None, Callable[[IO[bytes]], None] | None]:
-        """Return the body's Content-Length (None if chunked) and a function that copies it."""
+    def _body_reader(self) -> tuple[int, Callable[[IO[bytes]], None] | None]:
+        """Return the body's length and a function that copies the body, or None if it is empty."""
         transfer_encoding = self.headers.get("Transfer-Encoding", "").strip().lower()
         if transfer_encoding == "chunked":
-            return None, self._copy_chunked_body
+            return self._spool_chunked_body()
         if transfer_encoding:
             raise _RequestBodyError(f"Unsupported Transfer-Encoding {transfer_encoding!r}: send chunked or Content-Length")
 
@@ -460,6 +465,23 @@ class _GitRequestHandler(BaseHTTPRequestHandler):
                 remaining -= len(chunk)
 
         return content_length, copy_fixed_length_body
+
+    def _spool_chunked_body(self) -> tuple[int, Callable[[IO[bytes]], None]]:
+        """Decode the whole chunked body first, so a malformed one gets 400 and the backend a CONTENT_LENGTH."""
+        spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY_LIMIT)
+        try:
+            self._copy_chunked_body(spool)
+        except BaseException:
+            spool.close()
+            raise
+        body_length = spool.tell()
+        spool.seek(0)
+
+        def copy_spooled_body(target: IO[bytes]) -> None:
+            with spool:
+                shutil.copyfileobj(spool, target, COPY_CHUNK_SIZE)
+
+        return body_length, copy_spooled_body
 
     def _copy_chunked_body(self, target: IO[bytes]) -> None:
         while True:
@@ -509,7 +531,15 @@ class _GitRequestHandler(BaseHTTPRequestHandler):
         try:
             content_length, copy_body = self._body_reader()
         except _RequestBodyError as error:
+            logger.warning("Rejected %s %s: %s", self.command, path_info, error)
             return self._send_error_response(400, f"{error}\n")
+
+        content_encoding = self.headers.get("Content-Encoding", "").strip().lower()
+        if content_encoding not in SUPPORTED_CONTENT_ENCODINGS:
+            logger.warning("Rejected %s %s: unsupported Content-Encoding %r", self.command, path_info, content_encoding)
+            return self._send_error_response(
+                415, f"Unsupported Content-Encoding {content_encoding!r}: send gzip or an unencoded body\n"
+            )
 
         environment = git_server._backend_environment(
             method=self.command,

@@ -20,8 +20,10 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from urllib.parse import unquote
+
+from bitbatch_local.loopback import QuietHandler, start_server, stop_server
 
 log = logging.getLogger("bitbatch_local.lambdas")
 
@@ -156,7 +158,7 @@ class LocalLambda:
     def serve(self, port: int = 0) -> str:
         service = self
 
-        class InvokeHandler(BaseHTTPRequestHandler):
+        class InvokeHandler(QuietHandler):
             def do_POST(self):  # noqa: N802 - name fixed by BaseHTTPRequestHandler
                 if not self.path.startswith(INVOKE_PATH_PREFIX) or not self.path.split("?")[0].endswith("/invocations"):
                     self._reply(404, {"Message": f"unknown path {self.path}"})
@@ -193,16 +195,9 @@ class LocalLambda:
                 self.end_headers()
                 self.wfile.write(data)
 
-            def log_message(self, format, *args):  # noqa: A002 - silence the default request log
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), InvokeHandler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, name="lambda-api", daemon=True).start()
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._server, url = start_server(InvokeHandler, port, "lambda-api")
+        return url
 
     def stop(self) -> None:
-        if self._server:
-            self._server.shutdown()
-            self._server.server_close()
+        stop_server(self._server)
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -398,6 +398,45 @@ def test_ls_refs_gzip_body(server, sample):
     assert f"{sample.head_commit} refs/heads/main".encode() in response
 
 
+def test_unknown_encoding_rejected(server):
+    # Given a request body in an encoding the backend cannot read
+    body = LS_REFS_REQUEST
+
+    # When it is posted with Content-Encoding br
+    status, _ = post_upload_pack(server, body, {"Content-Encoding": "br"})
+
+    # Then the server returns 415 without running the backend
+    assert status == 415
+
+
+def test_bad_chunk_size_rejected(server):
+    # Given a chunked body whose size line is not hexadecimal
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    credentials = base64.b64encode(f"{ACCESS_TOKEN_USERNAME}:{TOKEN}".encode()).decode()
+    request = (
+        f"POST /{FULL_NAME}.git/git-upload-pack HTTP/1.1\r\n"
+        "Host: 127.0.0.1\r\n"
+        f"Authorization: Basic {credentials}\r\n"
+        "Content-Type: application/x-git-upload-pack-request\r\n"
+        "Transfer-Encoding: chunked\r\n"
+        "\r\n"
+        "zz\r\nhello\r\n0\r\n\r\n"
+    )
+
+    # When it is posted
+    try:
+        connection.connect()
+        connection.sock.sendall(request.encode())
+        response = http.client.HTTPResponse(connection.sock)
+        response.begin()
+        status = response.status
+    finally:
+        connection.close()
+
+    # Then the server returns 400
+    assert status == 400
+
+
 # Request records
 
 
