@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from enum import StrEnum
 
@@ -100,8 +100,13 @@ class Run:
 
     @classmethod
     def from_item(cls, item: dict) -> Run:
-        known = cls.__dataclass_fields__.keys()
-        values = {key: value for key, value in item.items() if key in known}
+        """Build a run from a table item; to_item leaves out None values, so missing fields are None."""
+        values = {}
+        for run_field in fields(cls):
+            if run_field.name in item:
+                values[run_field.name] = item[run_field.name]
+            elif run_field.default is MISSING and run_field.default_factory is MISSING:
+                values[run_field.name] = None
         if "expires_at" in values:
             values["expires_at"] = int(values["expires_at"])
         return cls(**values)

@@ -574,10 +574,12 @@ class _GitRequestHandler(BaseHTTPRequestHandler):
         stderr_thread.start()
 
         status, bytes_sent = 500, 0
+        client_disconnected = False
         try:
             status, bytes_sent = self._stream_backend_output(process.stdout)
         except (BrokenPipeError, ConnectionResetError):
-            logger.debug("Client %s closed the connection during %s", self.client_address[0], path_info)
+            logger.info("Client %s closed the connection during %s", self.client_address[0], path_info)
+            client_disconnected = True
             self.close_connection = True
             process.kill()
         finally:
@@ -596,9 +598,10 @@ class _GitRequestHandler(BaseHTTPRequestHandler):
             # Part of the body may still be unread, so this connection can
             # carry no further request.
             self.close_connection = True
-            logger.warning("Request body for %s was not fully passed on: %s", path_info, body_error)
+            if not client_disconnected:
+                logger.warning("Request body for %s was not fully passed on: %s", path_info, body_error)
 
-        if process.returncode != 0:
+        if process.returncode != 0 and not client_disconnected:
             stderr_text = bytes(stderr_buffer).decode("utf-8", "replace").strip()
             logger.warning(
                 "git http-backend exited with code %s for %s %s: %s",
@@ -621,8 +624,8 @@ class _GitRequestHandler(BaseHTTPRequestHandler):
             if copy_body is not None:
                 copy_body(stdin)
         except (OSError, ValueError, _RequestBodyError) as caught:
-            # BrokenPipeError lands here when the backend stops reading early,
-            # for example when it rejects a push with 403.
+            # BrokenPipeError lands here when the backend exits before reading
+            # the whole body, for example after a response of 403.
             error = caught
         finally:
             try:

@@ -4,9 +4,11 @@ the local Batch executor running the real container code, and the notifier."""
 from __future__ import annotations
 
 import hashlib
+import tempfile
 import json
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import boto3
 import pytest
@@ -155,3 +157,18 @@ def test_logs_hold_no_secret_or_token(stack, sample, tmp_path):
     assert "run received" in logs
     assert stack.webhook_secret not in logs
     assert stack.bitbucket_token not in logs
+
+
+def test_push_creating_branch_succeeds(stack, sample):
+    # Given a push that creates the branch, so Bitbucket sends no previous commit
+    leftovers_before = set(Path(tempfile.gettempdir()).glob("bitbatch-checkout-*"))
+
+    # When it is delivered
+    status, answer = push(stack, sample.path, sample.previous_commit, None)
+    assert status == 202
+    run = stack.wait_for_run(answer["runs"][0]["run_id"])
+
+    # Then the run succeeds and the transform left no checkout behind
+    assert run.status == "SUCCEEDED"
+    assert run.previous_commit is None
+    assert set(Path(tempfile.gettempdir()).glob("bitbatch-checkout-*")) == leftovers_before

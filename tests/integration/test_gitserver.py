@@ -237,7 +237,7 @@ def test_path_outside_root_not_found(server):
     finally:
         connection.close()
 
-    # Then the server returns 404 without running the backend
+    # Then the server returns 404
     assert status == 404
 
 
@@ -405,7 +405,7 @@ def test_unknown_encoding_rejected(server):
     # When it is posted with Content-Encoding br
     status, _ = post_upload_pack(server, body, {"Content-Encoding": "br"})
 
-    # Then the server returns 415 without running the backend
+    # Then the server returns 415
     assert status == 415
 
 
@@ -518,7 +518,7 @@ def test_sample_history(sample):
 
 
 def test_sample_files_per_commit(sample):
-    # Given the sample repository, then the first commit has stations, config and README
+    # Given the sample repository, then each commit has its files and the second edits the README
     assert sample.previous_files == ("README.md", "config/pipeline.yaml", "data/stations.csv")
     assert sample.head_files == (
         "README.md",
