@@ -443,7 +443,9 @@ class _GitRequestHandler(BaseHTTPRequestHandler):
         if transfer_encoding == "chunked":
             return self._spool_chunked_body()
         if transfer_encoding:
-            raise _RequestBodyError(f"Unsupported Transfer-Encoding {transfer_encoding!r}: send chunked or Content-Length")
+            raise _RequestBodyError(
+                f"Unsupported Transfer-Encoding {transfer_encoding!r}: send chunked or Content-Length"
+            )
 
         content_length_header = self.headers.get("Content-Length")
         if content_length_header is None:
@@ -587,7 +589,9 @@ class _GitRequestHandler(BaseHTTPRequestHandler):
             try:
                 process.wait(timeout=BACKEND_EXIT_TIMEOUT)
             except subprocess.TimeoutExpired:
-                logger.warning("git http-backend did not exit within %s s for %s, killing it", BACKEND_EXIT_TIMEOUT, path_info)
+                logger.warning(
+                    "git http-backend did not exit within %s s for %s, killing it", BACKEND_EXIT_TIMEOUT, path_info
+                )
                 process.kill()
                 process.wait()
             stderr_thread.join()

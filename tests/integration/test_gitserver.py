@@ -186,9 +186,7 @@ def test_unauthorized_asks_for_basic(server):
 def test_fetch_previous_commit_by_sha(server, sample, tmp_path):
     # Given an empty repository and the commit before the branch tip
     commit_id = sample.previous_commit.encode()
-    client, path = get_transport_and_path(
-        server.clone_url(FULL_NAME), username=ACCESS_TOKEN_USERNAME, password=TOKEN
-    )
+    client, path = get_transport_and_path(server.clone_url(FULL_NAME), username=ACCESS_TOKEN_USERNAME, password=TOKEN)
 
     with Repo.init(str(tmp_path / "fetched"), mkdir=True) as target:
         # When dulwich fetches only that commit, one level deep
