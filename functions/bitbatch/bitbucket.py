@@ -1,14 +1,20 @@
-"""Read Bitbucket webhook payloads into the shared push model."""
+"""Read Bitbucket Cloud and Data Center webhook payloads into the shared push model."""
 
 from __future__ import annotations
 
 import re
 from typing import Any
 
-from bitbatch.model import Push, RefChange
+from bitbatch.model import CLOUD, DATA_CENTER, Push, RefChange
 
 COMMIT_PATTERN = re.compile(r"^[0-9a-f]{40}$")
+ZERO_COMMIT = "0" * 40
 REF_PREFIXES = {"branch": "refs/heads/", "tag": "refs/tags/"}
+
+CLOUD_PUSH = "repo:push"
+DATA_CENTER_PUSH = "repo:refs_changed"
+DATA_CENTER_PING = "diagnostics:ping"
+PUSH_EVENT_KEYS = (CLOUD_PUSH, DATA_CENTER_PUSH)
 
 
 class PayloadError(ValueError):
@@ -34,12 +40,37 @@ def _text(container: Any, path: str) -> str:
     return value
 
 
+def _commit(container: Any, path: str) -> str:
+    commit = _text(container, path)
+    if not COMMIT_PATTERN.match(commit):
+        raise PayloadError(f"field {path} must be a 40-character lower-case hex commit id, got {commit!r:.60}")
+    return commit
+
+
 def _optional(container: Any, *keys: str) -> Any:
     for key in keys:
         if not isinstance(container, dict):
             return None
         container = container.get(key)
     return container
+
+
+def _changes_list(payload: dict, path: str) -> list:
+    changes = _field(payload, path)
+    if not isinstance(changes, list):
+        raise PayloadError(f"field {path} must be a list")
+    return changes
+
+
+def parse_push(event_key: str, payload: Any) -> Push:
+    """Read a push from either product; event_key must be one of PUSH_EVENT_KEYS."""
+    if not isinstance(payload, dict):
+        raise PayloadError("the push payload must be a JSON object")
+    if event_key == CLOUD_PUSH:
+        return parse_cloud_push(payload)
+    if event_key == DATA_CENTER_PUSH:
+        return parse_data_center_push(payload)
+    raise ValueError(f"event {event_key!r} is not a push")
 
 
 def parse_cloud_push(payload: Any) -> Push:
@@ -53,9 +84,7 @@ def parse_cloud_push(payload: Any) -> Push:
     repository = _text(payload, "repository.full_name")
     repository_uuid = _optional(payload, "repository", "uuid") or repository
     actor_name = _optional(payload, "actor", "display_name") or _optional(payload, "actor", "nickname") or "unknown"
-    raw_changes = _field(payload, "push.changes")
-    if not isinstance(raw_changes, list):
-        raise PayloadError("field push.changes must be a list")
+    raw_changes = _changes_list(payload, "push.changes")
 
     changes = []
     ignored = []
@@ -67,35 +96,32 @@ def parse_cloud_push(payload: Any) -> Push:
         new = raw_change.get("new")
         if new is None:
             old_name = _optional(raw_change, "old", "name") or "?"
-            ignored.append(f"{where}: ref {old_name} was deleted")
+            ignored.append(f"ref {old_name} was deleted")
             continue
 
-        change = _read_cloud_change(raw_change, new, where)
-        changes.append(change)
+        changes.append(_read_cloud_change(raw_change, new, where))
 
     return Push(
-        product="cloud",
+        product=CLOUD,
         repository=repository,
-        repository_uuid=repository_uuid,
-        actor_name=actor_name,
+        repository_uuid=str(repository_uuid),
+        actor_name=str(actor_name),
         changes=changes,
         ignored_changes=ignored,
     )
 
 
 def _read_cloud_change(raw_change: dict, new: Any, where: str) -> RefChange:
-    ref_type = _text(new, "type") if isinstance(new, dict) else None
+    if not isinstance(new, dict):
+        raise PayloadError(f"field {where}.new must be an object or null")
+    ref_type = _text(new, "type")
     if ref_type not in REF_PREFIXES:
         raise PayloadError(f"field {where}.new.type must be 'branch' or 'tag', got {ref_type!r:.40}")
     ref_name = _text(new, "name")
-    commit = _text(new, "target.hash")
-    if not COMMIT_PATTERN.match(commit):
-        raise PayloadError(f"field {where}.new.target.hash must be a 40-character hex commit id, got {commit!r:.60}")
+    commit = _commit(new, "target.hash")
 
     old = raw_change.get("old")
-    previous_commit = _optional(old, "target", "hash")
-    if previous_commit is not None and not (isinstance(previous_commit, str) and COMMIT_PATTERN.match(previous_commit)):
-        raise PayloadError(f"field {where}.old.target.hash must be a 40-character hex commit id")
+    previous_commit = _commit(old, "target.hash") if isinstance(old, dict) else None
 
     author = _optional(new, "target", "author", "raw")
     return RefChange(
@@ -108,4 +134,79 @@ def _read_cloud_change(raw_change: dict, new: Any, where: str) -> RefChange:
         author=author if isinstance(author, str) else None,
         forced=bool(raw_change.get("forced")),
         truncated=bool(raw_change.get("truncated")),
+    )
+
+
+DATA_CENTER_REF_TYPES = {"BRANCH": "branch", "TAG": "tag"}
+
+
+def parse_data_center_push(payload: Any) -> Push:
+    """Read a Bitbucket Data Center repo:refs_changed payload.
+
+    Deletions (type DELETE, or a toHash of 40 zeros) are listed in ignored_changes.
+    The repository is named PROJECT_KEY/slug, the form of its clone URL path.
+    """
+    if not isinstance(payload, dict):
+        raise PayloadError("the push payload must be a JSON object")
+
+    project_key = _text(payload, "repository.project.key")
+    slug = _text(payload, "repository.slug")
+    repository = f"{project_key}/{slug}"
+    repository_id = _optional(payload, "repository", "id")
+    actor = payload.get("actor") if isinstance(payload.get("actor"), dict) else {}
+    actor_name = actor.get("displayName") or actor.get("name") or "unknown"
+    actor_email = actor.get("emailAddress") if isinstance(actor.get("emailAddress"), str) else None
+
+    changes = []
+    ignored = []
+    for index, raw_change in enumerate(_changes_list(payload, "changes")):
+        where = f"changes[{index}]"
+        if not isinstance(raw_change, dict):
+            raise PayloadError(f"field {where} must be an object")
+
+        change_type = _text(raw_change, "type")
+        ref_id = _text(raw_change, "ref.id")
+        if change_type == "DELETE" or raw_change.get("toHash") == ZERO_COMMIT:
+            ignored.append(f"ref {ref_id} was deleted")
+            continue
+        if change_type not in ("ADD", "UPDATE"):
+            raise PayloadError(f"field {where}.type must be ADD, UPDATE or DELETE, got {change_type!r:.40}")
+
+        changes.append(_read_data_center_change(raw_change, where))
+
+    return Push(
+        product=DATA_CENTER,
+        repository=repository,
+        repository_uuid=f"data-center:{repository_id}" if repository_id is not None else repository,
+        actor_name=str(actor_name),
+        changes=changes,
+        ignored_changes=ignored,
+        actor_email=actor_email,
+    )
+
+
+def _read_data_center_change(raw_change: dict, where: str) -> RefChange:
+    ref_id = _text(raw_change, "ref.id")
+    raw_type = _text(raw_change, "ref.type")
+    ref_type = DATA_CENTER_REF_TYPES.get(raw_type)
+    if ref_type is None:
+        raise PayloadError(f"field {where}.ref.type must be BRANCH or TAG, got {raw_type!r:.40}")
+    if not ref_id.startswith(REF_PREFIXES[ref_type]):
+        raise PayloadError(f"field {where}.ref.id must start with {REF_PREFIXES[ref_type]}, got {ref_id!r:.80}")
+
+    commit = _commit(raw_change, "toHash")
+    from_hash = raw_change.get("fromHash")
+    previous_commit = None
+    if from_hash and from_hash != ZERO_COMMIT:
+        previous_commit = _commit(raw_change, "fromHash")
+
+    display_id = raw_change["ref"].get("displayId")
+    return RefChange(
+        ref=ref_id,
+        ref_name=display_id if isinstance(display_id, str) and display_id else ref_id.split("/", 2)[-1],
+        ref_type=ref_type,
+        commit=commit,
+        previous_commit=previous_commit,
+        commit_url=None,  # built from configuration, see links.commit_url
+        author=None,
     )

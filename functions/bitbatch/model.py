@@ -37,16 +37,21 @@ class RefChange:
     truncated: bool = False
 
 
+CLOUD = "cloud"
+DATA_CENTER = "data-center"
+
+
 @dataclass(frozen=True)
 class Push:
     """A push, whichever Bitbucket product sent it."""
 
-    product: str  # "cloud"
-    repository: str  # workspace/slug
-    repository_uuid: str
+    product: str  # CLOUD or DATA_CENTER
+    repository: str  # Cloud: workspace/slug; Data Center: PROJECT_KEY/slug
+    repository_uuid: str  # stable id of the repository, used to detect duplicate pushes
     actor_name: str
     changes: list[RefChange]
     ignored_changes: list[str] = field(default_factory=list)  # reasons, one per skipped change
+    actor_email: str | None = None  # Data Center sends it; Cloud does not
 
 
 def utc_now() -> str:

@@ -77,6 +77,23 @@ class RunStore:
                 ) from error
             raise
 
+    def claim_submission(self, run_id: str, stale_after_seconds: int = 300) -> bool:
+        """Claim the right to submit the run's job; False while another claim is fresh."""
+        now = int(time.time())
+        try:
+            self._table.update_item(
+                Key={"run_id": run_id},
+                UpdateExpression="SET submission_claimed_at = :now",
+                ExpressionAttributeValues={":now": now},
+                ConditionExpression=Attr("run_id").exists()
+                & (Attr("submission_claimed_at").not_exists() | Attr("submission_claimed_at").lt(now - stale_after_seconds)),
+            )
+        except ClientError as error:
+            if _is_condition_failure(error):
+                return False
+            raise
+        return True
+
     def mark_notified(self, run_id: str, status: RunStatus) -> bool:
         """Record that the email for status was sent; False if it already was."""
         try:

@@ -48,6 +48,16 @@ class _FromEnvironment:
         """Check values beyond presence; subclasses raise SettingsError."""
 
 
+def _one_of(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise SettingsError(f"environment variable {name}={value!r} must be one of {', '.join(allowed)}")
+
+
+def _optional_url(name: str, value: str) -> None:
+    if value and not value.startswith(("https://", "http://")):
+        raise SettingsError(f"environment variable {name}={value!r} must be empty or start with https://")
+
+
 def _positive_int(name: str, value: str) -> int:
     try:
         number = int(value)
@@ -61,12 +71,35 @@ def _positive_int(name: str, value: str) -> int:
 @dataclass(frozen=True)
 class WebhookSettings(_FromEnvironment):
     runs_table: str = env("RUNS_TABLE")
-    webhook_secret_arn: str = env("WEBHOOK_SECRET_ARN")
+    idempotency_table: str = env("IDEMPOTENCY_TABLE")
     transform_function_name: str = env("TRANSFORM_FUNCTION_NAME")
+    signature_policy: str = env("SIGNATURE_POLICY", "required")
+    webhook_secret_arn: str = env("WEBHOOK_SECRET_ARN", "")
+    secret_rotation_window_seconds: str = env("SECRET_ROTATION_WINDOW_SECONDS", "86400")
+    allowed_repositories: str = env("ALLOWED_REPOSITORIES", "*")
+    tag_policy: str = env("TAG_POLICY", "ignore")
+    data_center_base_url: str = env("DATA_CENTER_BASE_URL", "")
     retention_days: str = env("RETENTION_DAYS", "30")
+    duplicate_window_seconds: str = env("DUPLICATE_WINDOW_SECONDS", "86400")
 
     def validate(self) -> None:
         _positive_int("RETENTION_DAYS", self.retention_days)
+        _positive_int("DUPLICATE_WINDOW_SECONDS", self.duplicate_window_seconds)
+        _positive_int("SECRET_ROTATION_WINDOW_SECONDS", self.secret_rotation_window_seconds)
+        _one_of("SIGNATURE_POLICY", self.signature_policy, ("required", "disabled"))
+        _one_of("TAG_POLICY", self.tag_policy, ("ignore", "run"))
+        if self.signature_policy == "required" and not self.webhook_secret_arn:
+            raise SettingsError(
+                "environment variable WEBHOOK_SECRET_ARN is empty while SIGNATURE_POLICY=required; "
+                "set it to the webhook secret's ARN, or set SIGNATURE_POLICY=disabled to accept unsigned pushes"
+            )
+        if not self.repository_patterns:
+            raise SettingsError("environment variable ALLOWED_REPOSITORIES lists no pattern; use * to allow every repository")
+        _optional_url("DATA_CENTER_BASE_URL", self.data_center_base_url)
+
+    @property
+    def repository_patterns(self) -> tuple[str, ...]:
+        return tuple(pattern.strip() for pattern in self.allowed_repositories.split(",") if pattern.strip())
 
 
 @dataclass(frozen=True)
@@ -75,6 +108,7 @@ class TransformSettings(_FromEnvironment):
     artifacts_bucket: str = env("ARTIFACTS_BUCKET")
     submit_queue_url: str = env("SUBMIT_QUEUE_URL")
     git_base_url: str = env("GIT_BASE_URL")
+    data_center_base_url: str = env("DATA_CENTER_BASE_URL", "")
     bitbucket_token_secret_arn: str = env("BITBUCKET_TOKEN_SECRET_ARN")
 
     def validate(self) -> None:
@@ -83,6 +117,7 @@ class TransformSettings(_FromEnvironment):
                 f"environment variable GIT_BASE_URL={self.git_base_url!r} must start with https:// "
                 "(for example https://bitbucket.org)"
             )
+        _optional_url("DATA_CENTER_BASE_URL", self.data_center_base_url)
 
 
 @dataclass(frozen=True)

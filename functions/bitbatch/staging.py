@@ -12,7 +12,8 @@ from bitbatch.observability import logger, metrics
 from bitbatch.runs import RunStore, TransitionRejected
 from bitbatch.transforms import select_transform
 
-BITBUCKET_TOKEN_USERNAME = "x-token-auth"  # the user name Bitbucket expects with an access token
+# Bitbucket Cloud takes an access token as the password of this literal user name.
+BITBUCKET_TOKEN_USERNAME = "x-token-auth"
 
 
 @dataclass(frozen=True)
@@ -34,15 +35,29 @@ class SubmitQueue:
         self._sqs.send_message(QueueUrl=self._queue_url, MessageBody=json.dumps(message))
 
 
-def clone_url(git_base_url: str, repository: str) -> str:
-    """Build the clone URL from configuration, never from the payload, so a push cannot redirect the fetch."""
-    return f"{git_base_url.rstrip('/')}/{repository}.git"
+def read_credentials(secret_value: str) -> checkout.Credentials:
+    """Read the token secret: a bare token, or JSON {"username": ..., "token": ...}.
+
+    Bitbucket Data Center HTTP access tokens go with the user name of their
+    owner, so the JSON form lets the secret name it.
+    """
+    text = secret_value.strip()
+    if text.startswith("{"):
+        try:
+            document = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ValueError("the Bitbucket token secret starts with { but is not valid JSON") from error
+        username, token = document.get("username"), document.get("token")
+        if not isinstance(username, str) or not isinstance(token, str) or not username or not token:
+            raise ValueError('the Bitbucket token secret must be a bare token or {"username": "...", "token": "..."}')
+        return checkout.Credentials(username, token)
+    return checkout.Credentials(BITBUCKET_TOKEN_USERNAME, text)
 
 
 def stage_run(
     run: Run,
-    git_base_url: str,
-    token: str | None,
+    clone_url: str,
+    credentials: checkout.Credentials | None,
     store: RunStore,
     artifacts: ArtifactStore,
     queue: SubmitQueue,
@@ -50,19 +65,23 @@ def stage_run(
     """Fetch, transform, upload and queue one run.
 
     Raises CheckoutError or TransformError for the caller to fail the run.
-    A retried event for a run that is already queued does nothing.
+    A retried event for a queued run sends its message again (the submitter
+    starts one job per run whatever it receives) and does nothing else.
     """
+    if run.status == RunStatus.QUEUED and not run.job_id:
+        queue.send(run)
+        logger.info("run already staged; submit message sent again")
+        return StagingResult(status=RunStatus.QUEUED, files=0, reason="already staged")
     if run.status not in (RunStatus.RECEIVED, RunStatus.CHECKED_OUT):
-        logger.info("run already staged; ignoring repeated event", extra={"status": run.status})
+        logger.info("run already past staging; ignoring repeated event", extra={"status": run.status})
         return StagingResult(status=RunStatus(run.status), files=0, reason="already staged")
 
     run.input_prefix = input_prefix(run.run_id)
     run.output_prefix = output_prefix(run.run_id)
-    credentials = checkout.Credentials(BITBUCKET_TOKEN_USERNAME, token) if token else None
 
     logger.info("fetching commit")
     entries = []
-    with checkout.fetched_commit(clone_url(git_base_url, run.repository), run.ref, run.commit, credentials) as repo:
+    with checkout.fetched_commit(clone_url, run.ref, run.commit, credentials) as repo:
         _advance(store, run, RunStatus.CHECKED_OUT, (RunStatus.RECEIVED, RunStatus.CHECKED_OUT))
         for source in checkout.list_files(repo, run.commit):
             transform = select_transform(source.path)

@@ -54,6 +54,22 @@ class JobSubmitter:
         )
         return response["jobId"]
 
+    def find(self, run_id: str) -> str | None:
+        """Return the id of a job already submitted for run_id, if the queue has one."""
+        paginator = self._batch.get_paginator("list_jobs")
+        pages = paginator.paginate(
+            jobQueue=self._job_queue, filters=[{"name": "JOB_NAME", "values": [job_name(run_id)]}]
+        )
+        for page in pages:
+            for summary in page.get("jobSummaryList", []):
+                if summary.get("jobName") == job_name(run_id):
+                    return summary["jobId"]
+        return None
+
+
+class SubmissionInProgress(RuntimeError):
+    """Another delivery of the same message is submitting this run's job; retry later."""
+
 
 def read_message(body: str) -> str:
     """Return the run id in a submit-queue message body."""
@@ -68,21 +84,35 @@ def read_message(body: str) -> str:
 
 
 def submit_run(run_id: str, store: RunStore, submitter: JobSubmitter) -> str | None:
-    """Submit the run's job once; returns the job id, or None when it was already submitted."""
+    """Submit the run's job exactly once; returns the job id, or None when it was already submitted.
+
+    A conditional claim on the run lets one delivery of a repeated message
+    submit. A claim left by a delivery that died before recording its job is
+    resolved by looking the job up by its deterministic name.
+    """
     run = store.get(run_id)
     bind_run(run.log_keys)
     if run.job_id or run.status != RunStatus.QUEUED:
-        # NOTE: two deliveries of one message processed at the same moment can
-        # both pass this check and submit two jobs. Only the first job id is kept.
         logger.info("job already submitted; ignoring repeated message", extra={"job_id": run.job_id, "status": run.status})
         return None
 
-    job_id = submitter.submit(run)
+    if not store.claim_submission(run_id):
+        existing = submitter.find(run_id)
+        if existing is None:
+            raise SubmissionInProgress(f"run {run_id} is being submitted by another delivery")
+        _record_job(store, run_id, existing)
+        logger.info("found the job an earlier delivery submitted", extra={"job_id": existing})
+        return None
+
+    job_id = submitter.find(run_id) or submitter.submit(run)
+    _record_job(store, run_id, job_id)
+    logger.info("job submitted", extra={"job_id": job_id})
+    metrics.add_metric(name="JobsSubmitted", unit="Count", value=1)
+    return job_id
+
+
+def _record_job(store: RunStore, run_id: str, job_id: str) -> None:
     try:
         store.advance(run_id, RunStatus.SUBMITTED, (RunStatus.QUEUED,), job_id=job_id, job_name=job_name(run_id))
     except TransitionRejected:
         logger.warning("run moved on while its job was submitted", extra={"job_id": job_id})
-        return None
-    logger.info("job submitted", extra={"job_id": job_id})
-    metrics.add_metric(name="JobsSubmitted", unit="Count", value=1)
-    return job_id

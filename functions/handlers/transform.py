@@ -12,7 +12,7 @@ from functools import cache
 import boto3
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from bitbatch import staging
+from bitbatch import links, staging
 from bitbatch.artifacts import ArtifactStore
 from bitbatch.observability import bind_run, logger, metrics, tracer
 from bitbatch.runs import RunStore
@@ -55,11 +55,14 @@ def lambda_handler(event: dict, context: LambdaContext) -> dict:
     run = deps.store.get(run_id)
     bind_run(run.log_keys)
     logger.info("transform started")
-    token = deps.secrets.read(deps.settings.bitbucket_token_secret_arn)
+    clone_url = links.clone_url(
+        run.product, run.repository, deps.settings.git_base_url, deps.settings.data_center_base_url or None
+    )
+    credentials = staging.read_credentials(deps.secrets.read(deps.settings.bitbucket_token_secret_arn))
     result = staging.stage_run(
         run,
-        git_base_url=deps.settings.git_base_url,
-        token=token,
+        clone_url=clone_url,
+        credentials=credentials,
         store=deps.store,
         artifacts=deps.artifacts,
         queue=deps.queue,

@@ -91,6 +91,8 @@ class LocalHttpApi:
                     self._send(413, {"content-type": "application/json"}, b'{"message":"Request Entity Too Large"}')
                     return
                 body = self.rfile.read(length) if length else b""
+                if route_key not in api._routes:
+                    route_key = f"ANY {path}"
                 function_name = api._routes.get(route_key)
                 if function_name is None:
                     self._send(404, {"content-type": "application/json"}, b'{"message":"Not Found"}')
@@ -123,7 +125,7 @@ class LocalHttpApi:
                 self.end_headers()
                 self.wfile.write(data)
 
-            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _handle  # noqa: N815
+            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _handle  # noqa: N815
 
         self._server, url = start_server(ApiHandler, port, "http-api")
         return url

@@ -50,7 +50,9 @@ STATISTICS_WAIT_TIMEOUT = 10
 # Accepted workspace IDs and repository slugs: letters, digits, `.`, `_` and
 # `-`, without a leading dot so that `.` and `..` never name a folder.
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
-REPOSITORY_URL_PATTERN = re.compile(r"/(?P<workspace>[^/]+)/(?P<slug>[^/]+?)\.git(?P<service_path>/.*)")
+# Bitbucket Cloud clone URLs look like /<workspace>/<slug>.git, Data Center ones
+# like /scm/<project>/<slug>.git; both reach <root>/<workspace or project>/<slug>.
+REPOSITORY_URL_PATTERN = re.compile(r"(?:/scm)?/(?P<workspace>[^/]+)/(?P<slug>[^/]+?)\.git(?P<service_path>/.*)")
 # Service paths of the smart and dumb protocols: info/refs, git-upload-pack,
 # git-receive-pack, HEAD, objects/... No segment starts with a dot, so none is `..`.
 SERVICE_PATH_PATTERN = re.compile(r"(/[A-Za-z0-9_][A-Za-z0-9._-]*)+")

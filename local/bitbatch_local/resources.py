@@ -16,6 +16,7 @@ MAX_RECEIVE_COUNT = 5
 class StackResources:
     bucket: str
     runs_table: str
+    idempotency_table: str
     submit_queue_url: str
     submit_dead_letter_queue_url: str
     webhook_secret_arn: str
@@ -47,6 +48,16 @@ def create_resources(
     dynamodb.update_time_to_live(
         TableName=runs_table, TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"}
     )
+    idempotency_table = f"{name_prefix}-idempotency"
+    dynamodb.create_table(
+        TableName=idempotency_table,
+        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    dynamodb.update_time_to_live(
+        TableName=idempotency_table, TimeToLiveSpecification={"Enabled": True, "AttributeName": "expiration"}
+    )
 
     sqs = boto3.client("sqs")
     dead_letter_url = sqs.create_queue(QueueName=f"{name_prefix}-submit-dlq")["QueueUrl"]
@@ -75,6 +86,7 @@ def create_resources(
     return StackResources(
         bucket=bucket,
         runs_table=runs_table,
+        idempotency_table=idempotency_table,
         submit_queue_url=submit_url,
         submit_dead_letter_queue_url=dead_letter_url,
         webhook_secret_arn=webhook_secret_arn,

@@ -68,6 +68,8 @@ class LocalStack:
         sender_address: str = "bitbatch@example.com",
         fallback_recipient: str = "data-team@example.com",
         function_log_path: Path | None = None,
+        allowed_repositories: str = "*",
+        tag_policy: str = "ignore",
     ):
         self.repos_root = Path(repos_root)
         self.workdir = Path(workdir)
@@ -77,6 +79,8 @@ class LocalStack:
         self.sender_address = sender_address
         self.fallback_recipient = fallback_recipient
         self.function_log_path = function_log_path
+        self.allowed_repositories = allowed_repositories
+        self.tag_policy = tag_policy
         self.region = motoserver.REGION
         self.job_listeners: list[Callable[[str, JobSpec, JobResult | None], None]] = []
         self._exit_stack = ExitStack()
@@ -114,7 +118,7 @@ class LocalStack:
         self._set_environment(self._function_environment(lambda_endpoint))
         self._register_functions()
 
-        self.api = LocalHttpApi(self.lambdas, {"POST /webhook": FUNCTION_NAMES["webhook"]})
+        self.api = LocalHttpApi(self.lambdas, {"ANY /webhook": FUNCTION_NAMES["webhook"]})
         self._exit_stack.callback(self.api.stop)
         self.api_url = self.api.serve(self.api_port)
 
@@ -162,6 +166,11 @@ class LocalStack:
             "POWERTOOLS_TRACE_DISABLED": "true",
             "POWERTOOLS_METRICS_DISABLED": "true",
             "RUNS_TABLE": resources.runs_table,
+            "IDEMPOTENCY_TABLE": resources.idempotency_table,
+            "SIGNATURE_POLICY": "required",
+            "ALLOWED_REPOSITORIES": self.allowed_repositories,
+            "TAG_POLICY": self.tag_policy,
+            "DATA_CENTER_BASE_URL": self.git.base_url,
             "ARTIFACTS_BUCKET": resources.bucket,
             "WEBHOOK_SECRET_ARN": resources.webhook_secret_arn,
             "TRANSFORM_FUNCTION_NAME": FUNCTION_NAMES["transform"],
