@@ -20,8 +20,9 @@ from bitbatch import signature
 # rotated secret is picked up within minutes even without a mismatch.
 CACHE_SECONDS = 300
 # A signature mismatch re-reads the secret at most this often, so a flood of
-# badly signed requests cannot flood Secrets Manager too.
-REFRESH_INTERVAL_SECONDS = 30
+# badly signed requests cannot flood Secrets Manager too. A delivery signed
+# with a secret changed within this interval can get a 401.
+REFRESH_INTERVAL_SECONDS = 2
 
 
 class SecretUnavailable(RuntimeError):
@@ -54,6 +55,7 @@ class WebhookSecrets:
             return True
         if self._load(force=True):
             return self._matches(body, header)
+        # Not re-read: the cached versions are at most REFRESH_INTERVAL_SECONDS old.
         return False
 
     def _matches(self, body: bytes, header: str) -> bool:

@@ -98,3 +98,69 @@ def signed_delivery(payload: dict, secret: str, event_key: str = "repo:push") ->
         "X-Hub-Signature": sign(secret, body),
     }
     return body, headers
+
+
+ZERO_COMMIT = "0" * 40
+
+
+def data_center_push_payload(
+    project_key: str,
+    slug: str,
+    ref_name: str,
+    commit: str,
+    previous_commit: str | None,
+    actor_email: str = "grace@example.com",
+    actor_name: str = "Grace Hopper",
+    ref_type: str = "BRANCH",
+    change_type: str | None = None,
+) -> dict:
+    """Return a Bitbucket Data Center repo:refs_changed payload for one ref change."""
+    prefix = "refs/heads/" if ref_type == "BRANCH" else "refs/tags/"
+    if change_type is None:
+        change_type = "ADD" if previous_commit is None else "UPDATE"
+    return {
+        "eventKey": "repo:refs_changed",
+        "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "actor": {
+            "name": actor_email.split("@", 1)[0],
+            "emailAddress": actor_email,
+            "id": 101,
+            "displayName": actor_name,
+            "active": True,
+            "slug": actor_email.split("@", 1)[0],
+            "type": "NORMAL",
+        },
+        "repository": {
+            "slug": slug,
+            "id": 84,
+            "name": slug,
+            "scmId": "git",
+            "state": "AVAILABLE",
+            "forkable": True,
+            "project": {"key": project_key, "id": 21, "name": project_key.title(), "public": False, "type": "NORMAL"},
+            "public": False,
+            "archived": False,
+        },
+        "changes": [
+            {
+                "ref": {"id": prefix + ref_name, "displayId": ref_name, "type": ref_type},
+                "refId": prefix + ref_name,
+                "fromHash": previous_commit or ZERO_COMMIT,
+                "toHash": commit,
+                "type": change_type,
+            }
+        ],
+    }
+
+
+def signed_data_center_delivery(payload: dict, secret: str | None, event_key: str = "repo:refs_changed") -> tuple[bytes, dict[str, str]]:
+    """Return the body and headers Bitbucket Data Center sends; no signature when secret is None."""
+    body = json.dumps(payload).encode()
+    headers = {
+        "Content-Type": "application/json; charset=utf-8",
+        "X-Event-Key": event_key,
+        "X-Request-Id": str(uuid.uuid4()),
+    }
+    if secret is not None:
+        headers["X-Hub-Signature"] = sign(secret, body)
+    return body, headers
