@@ -189,7 +189,7 @@ class LocalStack:
         # Imported here, after the environment is set, as Lambda imports them at cold start.
         from handlers import notifier, submitter, transform, webhook
 
-        from bitbatch.observability import logger
+        from bitbatch.observability import logger, metrics
 
         for module in (webhook, transform, submitter, notifier):
             module.dependencies.cache_clear()
@@ -200,18 +200,35 @@ class LocalStack:
             logger.registered_handler.setStream(log_file)
             self._exit_stack.callback(logger.registered_handler.setStream, _stdout())
 
-        self.lambdas.register(LocalFunction(FUNCTION_NAMES["webhook"], webhook.lambda_handler, timeout_seconds=10))
+        def without_metrics(handler):
+            # POWERTOOLS_METRICS_DISABLED stops the output but keeps every metric in
+            # memory, and all functions share one Metrics object in this process.
+            def invoke(event, context):
+                try:
+                    return handler(event, context)
+                finally:
+                    metrics.clear_metrics()
+
+            return invoke
+
+        self.lambdas.register(
+            LocalFunction(FUNCTION_NAMES["webhook"], without_metrics(webhook.lambda_handler), timeout_seconds=10)
+        )
         self.lambdas.register(
             LocalFunction(
                 FUNCTION_NAMES["transform"],
-                transform.lambda_handler,
+                without_metrics(transform.lambda_handler),
                 timeout_seconds=900,
                 max_retry_attempts=2,
                 on_failure=FUNCTION_NAMES["notifier"],
             )
         )
-        self.lambdas.register(LocalFunction(FUNCTION_NAMES["submitter"], submitter.lambda_handler, timeout_seconds=30))
-        self.lambdas.register(LocalFunction(FUNCTION_NAMES["notifier"], notifier.lambda_handler, timeout_seconds=30))
+        self.lambdas.register(
+            LocalFunction(FUNCTION_NAMES["submitter"], without_metrics(submitter.lambda_handler), timeout_seconds=30)
+        )
+        self.lambdas.register(
+            LocalFunction(FUNCTION_NAMES["notifier"], without_metrics(notifier.lambda_handler), timeout_seconds=30)
+        )
 
     def _job_event(self, stage: str, spec: JobSpec, result: JobResult | None) -> None:
         for listener in self.job_listeners:
