@@ -145,18 +145,32 @@ def test_unsigned_push_is_rejected(stack, sample):
     assert table.scan()["Items"] == []
 
 
-def test_logs_hold_no_secret_or_token(stack, sample, tmp_path):
-    # Given a successful run
-    status, answer = push(stack, sample.path, sample.head_commit, sample.previous_commit)
-    assert status == 202
-    stack.wait_for_run(answer["runs"][0]["run_id"])
+def test_secret_and_token_stored_nowhere(stack, sample, tmp_path):
+    # Given a successful run and a failed one
+    for commit, previous in ((sample.head_commit, sample.previous_commit), (sample.previous_commit, None)):
+        status, answer = push(stack, sample.path, commit, previous)
+        assert status == 202
+        stack.wait_for_run(answer["runs"][0]["run_id"])
+    broken = add_commit(sample.path, {"data/bad.csv": "a,b\n1\n"}, "Add short row")
+    status, answer = push(stack, sample.path, broken, sample.head_commit)
+    assert stack.wait_for_run(answer["runs"][0]["run_id"]).status == "FAILED"
 
-    # Then no function log line and no job log contains the webhook secret or the token
-    logs = (tmp_path / "functions.log").read_text()
-    logs += "".join(path.read_text() for path in (tmp_path / "work" / "jobs").glob("*.log"))
-    assert "run received" in logs
-    assert stack.webhook_secret not in logs
-    assert stack.bitbucket_token not in logs
+    # When every log, stored object, table item and email is read
+    texts = [(tmp_path / "functions.log").read_text()]
+    texts += [path.read_text() for path in (tmp_path / "work" / "jobs").glob("*.log")]
+    s3 = boto3.client("s3")
+    for item in s3.list_objects_v2(Bucket=stack.resources.bucket)["Contents"]:
+        texts.append(read_object(stack.resources.bucket, item["Key"]).decode("utf-8", errors="replace"))
+    for table in (stack.resources.runs_table, stack.resources.idempotency_table):
+        texts.append(json.dumps(boto3.resource("dynamodb").Table(table).scan()["Items"], default=str))
+    texts += [sent.text + sent.html for sent in stack.sent_emails()]
+    everything = "\n".join(texts)
+
+    # Then neither the webhook secret nor the access token appears anywhere
+    assert "run received" in everything
+    assert "data/bad.csv" in everything
+    assert stack.webhook_secret not in everything
+    assert stack.bitbucket_token not in everything
 
 
 def test_push_creating_branch_succeeds(stack, sample):
