@@ -21,10 +21,10 @@ class PayloadError(ValueError):
     """The payload is valid JSON but misses a field or has a value of the wrong kind."""
 
 
-def _field(container: Any, path: str) -> Any:
-    """Return container[a][b]... for path "a.b", raising PayloadError that names the path."""
+def _field(container: Any, path: str, where: str = "") -> Any:
+    """Return container[a][b]... for path "a.b", raising PayloadError that names where.path."""
     value = container
-    walked = []
+    walked = [where] if where else []
     for key in path.split("."):
         walked.append(key)
         if not isinstance(value, dict) or key not in value:
@@ -33,18 +33,24 @@ def _field(container: Any, path: str) -> Any:
     return value
 
 
-def _text(container: Any, path: str) -> str:
-    value = _field(container, path)
+def _text(container: Any, path: str, where: str = "") -> str:
+    value = _field(container, path, where)
     if not isinstance(value, str) or not value:
-        raise PayloadError(f"field {path} must be a non-empty string, got {value!r:.60}")
+        raise PayloadError(f"field {_join(where, path)} must be a non-empty string, got {value!r:.60}")
     return value
 
 
-def _commit(container: Any, path: str) -> str:
-    commit = _text(container, path)
+def _commit(container: Any, path: str, where: str = "") -> str:
+    commit = _text(container, path, where)
     if not COMMIT_PATTERN.match(commit):
-        raise PayloadError(f"field {path} must be a 40-character lower-case hex commit id, got {commit!r:.60}")
+        raise PayloadError(
+            f"field {_join(where, path)} must be a 40-character lower-case hex commit id, got {commit!r:.60}"
+        )
     return commit
+
+
+def _join(where: str, path: str) -> str:
+    return f"{where}.{path}" if where else path
 
 
 def _optional(container: Any, *keys: str) -> Any:
@@ -114,14 +120,14 @@ def parse_cloud_push(payload: Any) -> Push:
 def _read_cloud_change(raw_change: dict, new: Any, where: str) -> RefChange:
     if not isinstance(new, dict):
         raise PayloadError(f"field {where}.new must be an object or null")
-    ref_type = _text(new, "type")
+    ref_type = _text(new, "type", f"{where}.new")
     if ref_type not in REF_PREFIXES:
         raise PayloadError(f"field {where}.new.type must be 'branch' or 'tag', got {ref_type!r:.40}")
-    ref_name = _text(new, "name")
-    commit = _commit(new, "target.hash")
+    ref_name = _text(new, "name", f"{where}.new")
+    commit = _commit(new, "target.hash", f"{where}.new")
 
     old = raw_change.get("old")
-    previous_commit = _commit(old, "target.hash") if isinstance(old, dict) else None
+    previous_commit = _commit(old, "target.hash", f"{where}.old") if isinstance(old, dict) else None
 
     author = _optional(new, "target", "author", "raw")
     return RefChange(
@@ -164,8 +170,8 @@ def parse_data_center_push(payload: Any) -> Push:
         if not isinstance(raw_change, dict):
             raise PayloadError(f"field {where} must be an object")
 
-        change_type = _text(raw_change, "type")
-        ref_id = _text(raw_change, "ref.id")
+        change_type = _text(raw_change, "type", where)
+        ref_id = _text(raw_change, "ref.id", where)
         if change_type == "DELETE" or raw_change.get("toHash") == ZERO_COMMIT:
             ignored.append(f"ref {ref_id} was deleted")
             continue
@@ -186,19 +192,19 @@ def parse_data_center_push(payload: Any) -> Push:
 
 
 def _read_data_center_change(raw_change: dict, where: str) -> RefChange:
-    ref_id = _text(raw_change, "ref.id")
-    raw_type = _text(raw_change, "ref.type")
+    ref_id = _text(raw_change, "ref.id", where)
+    raw_type = _text(raw_change, "ref.type", where)
     ref_type = DATA_CENTER_REF_TYPES.get(raw_type)
     if ref_type is None:
         raise PayloadError(f"field {where}.ref.type must be BRANCH or TAG, got {raw_type!r:.40}")
     if not ref_id.startswith(REF_PREFIXES[ref_type]):
         raise PayloadError(f"field {where}.ref.id must start with {REF_PREFIXES[ref_type]}, got {ref_id!r:.80}")
 
-    commit = _commit(raw_change, "toHash")
+    commit = _commit(raw_change, "toHash", where)
     from_hash = raw_change.get("fromHash")
     previous_commit = None
     if from_hash and from_hash != ZERO_COMMIT:
-        previous_commit = _commit(raw_change, "fromHash")
+        previous_commit = _commit(raw_change, "fromHash", where)
 
     display_id = raw_change["ref"].get("displayId")
     return RefChange(

@@ -6,7 +6,6 @@ import html
 import re
 from dataclasses import dataclass
 from email.message import EmailMessage
-from email.utils import getaddresses
 
 from bitbatch.model import Run, RunStatus
 
@@ -15,18 +14,23 @@ ADDRESS_PATTERN = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(\
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 
 
+# Git writes an author as "Name <address>", with the name unquoted (it may hold commas).
+GIT_AUTHOR_PATTERN = re.compile(r"^[^<>]*<(?P<address>[^<>]*)>\s*$")
+
+
 def parse_author_email(raw_author: str | None) -> str | None:
-    """Return the single address in a git author string "Name <address>", or None.
+    """Return the single address in a git author string "Name <address>" or a bare address, or None.
 
     Anything but exactly one well-formed address (several, none, CR or LF)
     returns None, so the caller falls back to the configured recipient.
     """
     if not raw_author or CONTROL_CHARACTERS.search(raw_author):
         return None
-    addresses = [address for _, address in getaddresses([raw_author]) if address]
-    if len(addresses) != 1 or not ADDRESS_PATTERN.match(addresses[0]):
+    match = GIT_AUTHOR_PATTERN.match(raw_author.strip())
+    address = match.group("address").strip() if match else raw_author.strip()
+    if not ADDRESS_PATTERN.match(address):
         return None
-    return addresses[0]
+    return address
 
 
 def clean_text(text: str) -> str:
@@ -41,6 +45,8 @@ class Email:
     text: str
     html: str
 
+
+EXPIRY_NOTE = "The result link expires; later runs get fresh links."
 
 STATUS_WORDS = {
     RunStatus.SUCCEEDED: "succeeded",
@@ -72,7 +78,8 @@ def render_email(run: Run, recipient: str, output_link: str | None, output_uri: 
         text_lines += ["", "Open the result:", output_link]
     if run.commit_url:
         text_lines += ["", "Commit in Bitbucket:", run.commit_url]
-    text_lines += ["", "This link expires; later runs get fresh links."]
+    if output_link:
+        text_lines += ["", EXPIRY_NOTE]
 
     rows = "".join(
         f"<tr><th align=\"left\">{html.escape(label)}</th><td>{html.escape(str(value))}</td></tr>"
@@ -83,11 +90,11 @@ def render_email(run: Run, recipient: str, output_link: str | None, output_uri: 
         links += f'<p><a href="{html.escape(output_link, quote=True)}">Open the result</a></p>'
     if run.commit_url:
         links += f'<p><a href="{html.escape(run.commit_url, quote=True)}">Commit in Bitbucket</a></p>'
+    note = f"<p><small>{html.escape(EXPIRY_NOTE)}</small></p>" if output_link else ""
     html_body = (
         "<!doctype html><html><body>"
         f"<h2>bitbatch run {html.escape(outcome)}</h2>"
-        f"<table>{rows}</table>{links}"
-        "<p><small>This link expires; later runs get fresh links.</small></p>"
+        f"<table>{rows}</table>{links}{note}"
         "</body></html>"
     )
     return Email(recipient=recipient, subject=subject, text="\n".join(text_lines) + "\n", html=html_body)

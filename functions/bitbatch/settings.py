@@ -11,6 +11,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Self
+from urllib.parse import urlsplit
 
 
 class SettingsError(RuntimeError):
@@ -53,9 +54,17 @@ def _one_of(name: str, value: str, allowed: tuple[str, ...]) -> None:
         raise SettingsError(f"environment variable {name}={value!r} must be one of {', '.join(allowed)}")
 
 
+def _has_host(url: str) -> bool:
+    parts = urlsplit(url)
+    return parts.scheme in ("https", "http") and bool(parts.hostname)
+
+
 def _optional_url(name: str, value: str) -> None:
-    if value and not value.startswith(("https://", "http://")):
-        raise SettingsError(f"environment variable {name}={value!r} must be empty or start with https://")
+    if value and not _has_host(value):
+        raise SettingsError(
+            f"environment variable {name}={value!r} must be empty or an https:// URL with a host, "
+            "for example https://bitbucket.example.com"
+        )
 
 
 def _positive_int(name: str, value: str) -> int:
@@ -112,10 +121,10 @@ class TransformSettings(_FromEnvironment):
     bitbucket_token_secret_arn: str = env("BITBUCKET_TOKEN_SECRET_ARN")
 
     def validate(self) -> None:
-        if not self.git_base_url.startswith(("https://", "http://")):
+        if not _has_host(self.git_base_url):
             raise SettingsError(
-                f"environment variable GIT_BASE_URL={self.git_base_url!r} must start with https:// "
-                "(for example https://bitbucket.org)"
+                f"environment variable GIT_BASE_URL={self.git_base_url!r} must be an https:// URL with a host, "
+                "for example https://bitbucket.org"
             )
         _optional_url("DATA_CENTER_BASE_URL", self.data_center_base_url)
 

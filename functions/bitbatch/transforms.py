@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from fnmatch import fnmatch
@@ -48,6 +49,11 @@ def _decode(path: str, data: bytes) -> str:
         raise TransformError(path, "is not valid UTF-8; save the file as UTF-8", line) from error
 
 
+def _json_value(value):
+    """Write YAML dates and timestamps in ISO 8601, anything else JSON lacks as text."""
+    return value.isoformat() if hasattr(value, "isoformat") else str(value)
+
+
 def yaml_to_json(path: str, data: bytes) -> TransformResult:
     """Convert YAML to JSON; a file with several documents becomes a JSON array."""
     text = _decode(path, data)
@@ -61,10 +67,16 @@ def yaml_to_json(path: str, data: bytes) -> TransformResult:
 
     document = documents[0] if len(documents) == 1 else documents
     try:
-        encoded = json.dumps(document, ensure_ascii=False, indent=2, default=str).encode()
+        encoded = json.dumps(document, ensure_ascii=False, indent=2, default=_json_value).encode()
     except (TypeError, ValueError) as error:
         raise TransformError(path, f"YAML value cannot be written as JSON: {error}") from error
     return TransformResult(data=encoded + b"\n", format="json", suffix=".json")
+
+
+# Only numbers in their plain written form are converted, so codes such as
+# "007", "1_000" or "+5" keep their exact text.
+INTEGER_PATTERN = re.compile(r"-?(0|[1-9][0-9]*)")
+DECIMAL_PATTERN = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][-+]?[0-9]+)?")
 
 
 def _infer_value(text: str):
@@ -74,16 +86,13 @@ def _infer_value(text: str):
     lowered = text.lower()
     if lowered in ("true", "false"):
         return lowered == "true"
-    try:
+    if INTEGER_PATTERN.fullmatch(text):
         return int(text)
-    except ValueError:
-        pass
-    try:
+    if DECIMAL_PATTERN.fullmatch(text):
         number = float(text)
-    except ValueError:
-        return text
-    # "nan" and "inf" parse as floats but are not valid JSON numbers.
-    return number if number == number and number not in (float("inf"), float("-inf")) else text
+        # A huge exponent reads as inf, which JSON cannot hold.
+        return number if number not in (float("inf"), float("-inf")) else text
+    return text
 
 
 def delimited_to_jsonl(path: str, data: bytes) -> TransformResult:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from pathlib import Path
 
 import pytest
 
-from bitbatch.bitbucket import PayloadError, parse_cloud_push
+from bitbatch.bitbucket import PayloadError, parse_cloud_push, parse_data_center_push, parse_push
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"
 
@@ -100,7 +101,7 @@ def test_sample_event_body():
     assert push.changes[0].author == AUTHOR
 
 
-def test_created_branch_has_no_previous_commit():
+def test_created_branch_without_previous():
     # Given a push that creates a branch (old is null)
     payload = push_payload(change(ref_state("feature/readings", HEAD), None))
 
@@ -156,9 +157,8 @@ def test_several_changes_kept_in_order():
     assert [change.ref for change in push.changes] == ["refs/heads/main", "refs/tags/v1.0", "refs/heads/release"]
     assert [change.commit for change in push.changes] == [HEAD, HEAD, OTHER]
     assert push.changes[2].forced is True
-    # and the deletion is listed with its position
-    assert len(push.ignored_changes) == 1
-    assert push.ignored_changes[0].startswith("push.changes[2]")
+    # and the deletion is listed with the ref it removed
+    assert push.ignored_changes == ["ref feature/old was deleted"]
 
 
 def test_empty_changes_list():
@@ -180,7 +180,7 @@ def test_truncated_flag_kept():
     # When it is read
     push = parse_cloud_push(payload)
 
-    # Then the change says so
+    # Then the change is marked truncated
     assert push.changes[0].truncated is True
 
 
@@ -210,7 +210,7 @@ def test_missing_author_and_links_allowed():
     assert push.changes[0].commit_url is None
 
 
-def test_missing_repository_uuid_falls_back_to_full_name():
+def test_missing_uuid_uses_full_name():
     # Given a payload without repository.uuid
     payload = push_payload(branch_update())
     del payload["repository"]["uuid"]
@@ -218,7 +218,7 @@ def test_missing_repository_uuid_falls_back_to_full_name():
     # When it is read
     push = parse_cloud_push(payload)
 
-    # Then the full name stands in for the uuid
+    # Then the full name is used as the uuid
     assert push.repository_uuid == REPOSITORY
 
 
@@ -250,7 +250,7 @@ def test_actor_name(actor, expected):
 def test_payload_not_an_object(payload):
     # Given JSON that is not an object
     # When it is read
-    # Then PayloadError says it must be an object
+    # Then PayloadError names the expected JSON type
     with pytest.raises(PayloadError, match="JSON object"):
         parse_cloud_push(payload)
 
@@ -313,7 +313,9 @@ def test_change_not_an_object():
         parse_cloud_push(payload)
 
 
-@pytest.mark.parametrize("ref_type", ["named_branch", "bookmark", "", None], ids=["hg-branch", "bookmark", "empty", "null"])
+@pytest.mark.parametrize(
+    "ref_type", ["named_branch", "bookmark", "BRANCH"], ids=["hg-branch", "bookmark", "upper-case"]
+)
 def test_unknown_ref_type_rejected(ref_type):
     # Given a ref type other than branch or tag
     change_data = branch_update()
@@ -331,8 +333,8 @@ def test_new_not_an_object_rejected():
     payload = push_payload(change("main", ref_state("main", PREVIOUS)))
 
     # When it is read
-    # Then PayloadError names new.type of that change
-    with pytest.raises(PayloadError, match=r"push\.changes\[0\]\.new\.type"):
+    # Then PayloadError names the new state of that change
+    with pytest.raises(PayloadError, match=r"push\.changes\[0\]\.new must be an object"):
         parse_cloud_push(payload)
 
 
@@ -350,7 +352,7 @@ def test_invalid_new_commit_rejected(commit):
         parse_cloud_push(payload)
 
     # Then the error names the field and shows the value
-    assert "push.changes[0].new.target.hash" in str(raised.value)
+    assert "target.hash" in str(raised.value)
     assert commit[:20] in str(raised.value)
 
 
@@ -359,8 +361,8 @@ def test_invalid_old_commit_rejected():
     payload = push_payload(change(ref_state("main", HEAD), ref_state("main", "not-a-commit")))
 
     # When it is read
-    # Then the error names the field
-    with pytest.raises(PayloadError, match=r"push\.changes\[0\]\.old\.target\.hash"):
+    # Then the error names the field and shows the value
+    with pytest.raises(PayloadError, match=r"target\.hash .*'not-a-commit'"):
         parse_cloud_push(payload)
 
 
@@ -376,52 +378,57 @@ def test_commit_id_of_wrong_type_rejected():
         parse_cloud_push(payload)
 
 
-@pytest.mark.parametrize(
-    ("path", "field"),
-    [
-        (("name",), "name"),
-        (("type",), "type"),
-        (("target",), "target"),
-        (("target", "hash"), "hash"),
-    ],
-)
-def test_missing_change_field_raises(path, field):
-    # Given a change whose new state lacks a required field
-    change_data = branch_update()
+def without(change_data: dict, *path: str) -> dict:
+    """Return change_data with new.<path> removed."""
     container = change_data["new"]
     for key in path[:-1]:
         container = container[key]
     del container[path[-1]]
-    payload = push_payload(change_data)
+    return change_data
+
+
+def with_ref_type(change_data: dict, ref_type) -> dict:
+    change_data["new"]["type"] = ref_type
+    return change_data
+
+
+def with_commit(change_data: dict, state: str, commit: str) -> dict:
+    change_data[state]["target"]["hash"] = commit
+    return change_data
+
+
+# Each case: how the change is broken, and the full path of the field at fault.
+BROKEN_CHANGES = {
+    "no-name": (lambda data: without(data, "name"), "push.changes[0].new.name"),
+    "no-type": (lambda data: without(data, "type"), "push.changes[0].new.type"),
+    "empty-type": (lambda data: with_ref_type(data, ""), "push.changes[0].new.type"),
+    "null-type": (lambda data: with_ref_type(data, None), "push.changes[0].new.type"),
+    "no-target": (lambda data: without(data, "target"), "push.changes[0].new.target"),
+    "no-hash": (lambda data: without(data, "target", "hash"), "push.changes[0].new.target.hash"),
+    "bad-new-hash": (lambda data: with_commit(data, "new", HEAD.upper()), "push.changes[0].new.target.hash"),
+    "bad-old-hash": (lambda data: with_commit(data, "old", "not-a-commit"), "push.changes[0].old.target.hash"),
+}
+
+
+@pytest.mark.parametrize("case", BROKEN_CHANGES.values(), ids=BROKEN_CHANGES.keys())
+def test_broken_change_raises(case):
+    # Given a change that lacks a required field or has an invalid one
+    break_change, field = case
+    payload = push_payload(break_change(branch_update()))
 
     # When it is read
-    # Then PayloadError mentions the field
-    with pytest.raises(PayloadError, match=field):
+    with pytest.raises(PayloadError) as raised:
         parse_cloud_push(payload)
 
+    # Then the error mentions the field's own name
+    assert field.rsplit(".", 1)[-1] in str(raised.value)
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "bitbucket._read_cloud_change reads new.name and new.target.hash with _text(new, ...), so "
-        "the message says 'missing field name' without the push.changes[i].new path"
-    ),
-)
-@pytest.mark.parametrize(
-    ("path", "field"),
-    [
-        (("name",), "push.changes[0].new.name"),
-        (("target", "hash"), "push.changes[0].new.target.hash"),
-    ],
-)
-def test_missing_change_field_named_with_path(path, field):
-    # Given a change whose new state lacks a required field
-    change_data = branch_update()
-    container = change_data["new"]
-    for key in path[:-1]:
-        container = container[key]
-    del container[path[-1]]
-    payload = push_payload(change_data)
+
+@pytest.mark.parametrize("case", BROKEN_CHANGES.values(), ids=BROKEN_CHANGES.keys())
+def test_broken_change_named_with_path(case):
+    # Given a change that lacks a required field or has an invalid one
+    break_change, field = case
+    payload = push_payload(break_change(branch_update()))
 
     # When it is read
     with pytest.raises(PayloadError) as raised:
@@ -441,3 +448,129 @@ def test_parsing_does_not_change_payload():
 
     # Then the payload is left as it was
     assert payload == original
+
+
+# Bitbucket Data Center repo:refs_changed
+
+ZERO = "0" * 40
+
+
+def data_center_change(ref_id: str, from_hash: str, to_hash: str, change_type: str, ref_type: str = "BRANCH") -> dict:
+    return {
+        "ref": {"id": ref_id, "displayId": ref_id.split("/", 2)[-1], "type": ref_type},
+        "refId": ref_id,
+        "fromHash": from_hash,
+        "toHash": to_hash,
+        "type": change_type,
+    }
+
+
+def data_center_payload(*changes: dict) -> dict:
+    return {
+        "eventKey": "repo:refs_changed",
+        "date": "2024-03-05T14:41:12+0000",
+        "actor": {"name": "grace", "emailAddress": "grace@example.com", "displayName": "Grace Hopper", "slug": "grace"},
+        "repository": {"slug": "weather-stations", "id": 84, "project": {"key": "WX", "id": 21}},
+        "changes": list(changes),
+    }
+
+
+def test_data_center_update():
+    # Given a Data Center push that updates a branch
+    payload = data_center_payload(data_center_change("refs/heads/main", PREVIOUS, HEAD, "UPDATE"))
+
+    # When it is read
+    push = parse_push("repo:refs_changed", payload)
+
+    # Then the repository is PROJECT/slug and the actor's address is kept
+    assert push.product == "data-center"
+    assert push.repository == "WX/weather-stations"
+    assert push.repository_uuid == "data-center:84"
+    assert push.actor_name == "Grace Hopper"
+    assert push.actor_email == "grace@example.com"
+    assert push.changes[0].ref == "refs/heads/main"
+    assert push.changes[0].ref_name == "main"
+    assert push.changes[0].commit == HEAD
+    assert push.changes[0].previous_commit == PREVIOUS
+
+
+def test_data_center_added_branch():
+    # Given a Data Center push that adds a branch, with 40 zeros as fromHash
+    payload = data_center_payload(data_center_change("refs/heads/feature/readings", ZERO, HEAD, "ADD"))
+
+    # When it is read
+    push = parse_data_center_push(payload)
+
+    # Then the change has no previous commit
+    assert push.changes[0].previous_commit is None
+    assert push.changes[0].ref_name == "feature/readings"
+
+
+@pytest.mark.parametrize(
+    ("change_type", "to_hash"),
+    [("DELETE", ZERO), ("DELETE", HEAD), ("UPDATE", ZERO)],
+    ids=["delete", "delete-with-hash", "zero-to-hash"],
+)
+def test_data_center_deletion_ignored(change_type, to_hash):
+    # Given a Data Center push that deletes a branch
+    payload = data_center_payload(data_center_change("refs/heads/feature/old", PREVIOUS, to_hash, change_type))
+
+    # When it is read
+    push = parse_data_center_push(payload)
+
+    # Then nothing is built and the reason names the ref
+    assert push.changes == []
+    assert push.ignored_changes == ["ref refs/heads/feature/old was deleted"]
+
+
+def test_data_center_tag():
+    # Given a Data Center push that adds a tag
+    payload = data_center_payload(data_center_change("refs/tags/v1.0", ZERO, HEAD, "ADD", ref_type="TAG"))
+
+    # When it is read
+    push = parse_data_center_push(payload)
+
+    # Then the change is a tag
+    assert push.changes[0].ref == "refs/tags/v1.0"
+    assert push.changes[0].ref_type == "tag"
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        (data_center_change("refs/heads/main", PREVIOUS, HEAD, "MERGE"), "changes[0].type"),
+        (data_center_change("refs/heads/main", PREVIOUS, HEAD, "UPDATE", ref_type="BOOKMARK"), "changes[0].ref.type"),
+        (data_center_change("refs/tags/v1.0", PREVIOUS, HEAD, "UPDATE", ref_type="BRANCH"), "changes[0].ref.id"),
+        (data_center_change("refs/heads/main", PREVIOUS, "HEAD", "UPDATE"), "toHash"),
+    ],
+    ids=["change-type", "ref-type", "ref-id-prefix", "to-hash"],
+)
+def test_data_center_invalid_change_named(change, field):
+    # Given a Data Center change with an invalid field
+    payload = data_center_payload(change)
+
+    # When it is read
+    # Then the error names the field
+    with pytest.raises(PayloadError, match=re.escape(field)):
+        parse_data_center_push(payload)
+
+
+def test_data_center_missing_project_named():
+    # Given a Data Center payload without repository.project.key
+    payload = data_center_payload(data_center_change("refs/heads/main", PREVIOUS, HEAD, "UPDATE"))
+    del payload["repository"]["project"]["key"]
+
+    # When it is read
+    # Then the error names the field
+    with pytest.raises(PayloadError, match=r"missing field repository\.project\.key"):
+        parse_data_center_push(payload)
+
+
+def test_parse_push_rejects_other_event_key():
+    # Given a payload and an event key that is not a push
+    payload = push_payload(branch_update())
+
+    # When it is read as that event
+    # Then it is rejected with the key in the message
+    with pytest.raises(ValueError, match="pullrequest:created"):
+        parse_push("pullrequest:created", payload)
