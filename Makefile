@@ -66,8 +66,8 @@ lint: $(SAM_VENV)/.installed $(VENV)/.installed
 	$(SAM) validate --lint --template-file template.yaml --region us-east-1
 	$(SAM_VENV)/bin/cfn-lint template.yaml
 
-build: $(SAM_VENV)/.installed
+build: $(SAM_VENV)/.installed $(VENV)/.installed
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(SAM) build --template-file template.yaml
 
 clean:
-	rm -rf $(VENV) $(SAM_VENV) .aws-sam .pytest_cache
+	rm -rf $(VENV) $(SAM_VENV) .aws-sam .pytest_cache .local

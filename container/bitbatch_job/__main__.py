@@ -1,9 +1,12 @@
 """Entry point of the Batch job container: `python -m bitbatch_job`.
 
-Exit codes: 0 when result.json and report.html are uploaded, 1 when the run's
-input or S3 access fails, 2 when an environment variable is missing or invalid.
-Expected failures print one `error: ...` line on stderr, and unexpected
-exceptions keep their traceback.
+JOB_MODE selects what the job does with the run's verified input. `report` (the default) uploads
+result.json and report.html, and `command` runs JOB_COMMAND and uploads what it writes to OUTPUT_DIR.
+Both modes upload run-summary.json last.
+
+Exit codes: 0 when the run's output is uploaded, 1 when the run's input or S3 access fails or the command
+fails or is not found, 2 when an environment variable is missing or invalid. Expected failures print one
+`error: ...` line on stderr, and unexpected exceptions keep their traceback.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ def main() -> int:
 
     try:
         settings = JobSettings.from_environ(os.environ)
-        run_job(settings, RunStorage(settings.artifacts_bucket))
+        run_job(settings, RunStorage(settings.artifacts_bucket), os.environ)
     except JobError as error:
         print(f"error: {error}", file=sys.stderr)
         return error.exit_code

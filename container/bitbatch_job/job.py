@@ -1,41 +1,38 @@
-"""One run of the job: manifest in, verified artifacts profiled, report out."""
+"""One run of the job, in the mode that JOB_MODE selects, and report mode itself."""
 
 from __future__ import annotations
 
 import json
 import logging
 import tempfile
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bitbatch_job.command_job import run_command_job
 from bitbatch_job.html_report import render_html
-from bitbatch_job.manifest import Manifest, parse_manifest, verify_artifact
+from bitbatch_job.manifest import Manifest
 from bitbatch_job.report import build_report, summarize_file
-from bitbatch_job.settings import JobSettings
+from bitbatch_job.run_input import fetch_artifact, read_manifest
+from bitbatch_job.settings import COMMAND_MODE, REPORT_NAME, RESULT_NAME, JobSettings
 from bitbatch_job.storage import RunStorage
+from bitbatch_job.summary import OutputFile, build_run_summary, upload_run_summary
 
 log = logging.getLogger("bitbatch_job")
 
-MANIFEST_NAME = "manifest.json"
-RESULT_NAME = "result.json"
-REPORT_NAME = "report.html"
+
+def run_job(settings: JobSettings, storage: RunStorage, environ: Mapping[str, str]) -> dict[str, Any]:
+    """Run the job in its mode and return run-summary.json's content. `environ` is passed on to a command."""
+    if settings.mode == COMMAND_MODE:
+        return run_command_job(settings, storage, environ)
+    return run_report_job(settings, storage)
 
 
-def run_job(settings: JobSettings, storage: RunStorage) -> dict[str, Any]:
-    """Build and upload the report of one run, returning result.json's content."""
-    manifest_key = settings.input_prefix + MANIFEST_NAME
-    log.info("run %s: reading manifest s3://%s/%s", settings.run_id, storage.bucket, manifest_key)
-    manifest = parse_manifest(storage.read(manifest_key), manifest_key, settings.run_id)
-
-    log.info(
-        "run %s: downloading %d files of %s at %s (%s)",
-        settings.run_id,
-        len(manifest.files),
-        manifest.repository,
-        manifest.commit,
-        manifest.ref,
-    )
+def run_report_job(settings: JobSettings, storage: RunStorage) -> dict[str, Any]:
+    """Build and upload the report of one run, then run-summary.json, returning the summary's content."""
+    started_at = datetime.now(UTC)
+    _, manifest = read_manifest(settings, storage)
     files = _summarize_artifacts(settings, storage, manifest)
 
     report = build_report(manifest, files, datetime.now(UTC))
@@ -61,7 +58,12 @@ def run_job(settings: JobSettings, storage: RunStorage) -> dict[str, Any]:
         RESULT_NAME,
         REPORT_NAME,
     )
-    return report
+
+    outputs = [OutputFile(RESULT_NAME, len(result_body)), OutputFile(REPORT_NAME, len(html_body))]
+    result_file = settings.result_file or REPORT_NAME
+    summary = build_run_summary(settings, 0, started_at, datetime.now(UTC), result_file, outputs)
+    upload_run_summary(settings, storage, summary)
+    return summary
 
 
 def _summarize_artifacts(settings: JobSettings, storage: RunStorage, manifest: Manifest) -> list[dict[str, Any]]:
@@ -71,8 +73,7 @@ def _summarize_artifacts(settings: JobSettings, storage: RunStorage, manifest: M
         for index, entry in enumerate(manifest.files):
             # Local names come from the position, never from the manifest's paths.
             local_path = Path(workdir) / f"artifact-{index:05d}"
-            storage.download(settings.input_prefix + entry.artifact, local_path, max_bytes=entry.size)
-            verify_artifact(entry, local_path)
+            fetch_artifact(settings, storage, entry, local_path)
 
             with local_path.open("rb") as stream:
                 files.append(summarize_file(entry, stream))

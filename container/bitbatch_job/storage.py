@@ -1,11 +1,13 @@
-"""S3 access for the job: the run's input objects and its two output objects."""
+"""S3 access for the job: the run's input objects and its output objects."""
 
 from __future__ import annotations
 
 from contextlib import closing
 from pathlib import Path
+from typing import BinaryIO
 
 import boto3
+from boto3.exceptions import S3UploadFailedError
 from botocore.exceptions import BotoCoreError, ClientError
 
 from bitbatch_job.errors import JobError
@@ -49,6 +51,13 @@ class RunStorage:
         try:
             self.s3.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=content_type)
         except (ClientError, BotoCoreError) as error:
+            raise JobError(self._failure("upload", key, error)) from None
+
+    def upload_stream(self, key: str, stream: BinaryIO, content_type: str) -> None:
+        """Upload a local file's content, in parts when it is large, so it is never read whole into memory."""
+        try:
+            self.s3.upload_fileobj(stream, self.bucket, key, ExtraArgs={"ContentType": content_type})
+        except (ClientError, BotoCoreError, S3UploadFailedError) as error:
             raise JobError(self._failure("upload", key, error)) from None
 
     def _failure(self, action: str, key: str, error: Exception) -> str:

@@ -89,6 +89,7 @@ class Run:
     job_id: str | None = None
     job_name: str | None = None
     failure_reason: str | None = None
+    config: dict | None = None  # what later stages need from bitbatch.yml, see PipelineConfig.to_summary
     notified_status: str | None = None
     expires_at: int | None = None  # DynamoDB TTL, seconds since the epoch
 

@@ -40,7 +40,7 @@ def clean_text(text: str) -> str:
 
 @dataclass(frozen=True)
 class Email:
-    recipient: str
+    recipients: list[str]
     subject: str
     text: str
     html: str
@@ -54,7 +54,7 @@ STATUS_WORDS = {
 }
 
 
-def render_email(run: Run, recipient: str, output_link: str | None, output_uri: str | None) -> Email:
+def render_email(run: Run, recipients: list[str] | str, output_link: str | None, output_uri: str | None) -> Email:
     """Render the plain-text and HTML parts from one list of facts."""
     outcome = STATUS_WORDS.get(RunStatus(run.status), run.status.lower())
     subject = clean_text(f"[bitbatch] {run.repository} {run.ref_name} {run.short_commit}: {outcome}")
@@ -97,7 +97,8 @@ def render_email(run: Run, recipient: str, output_link: str | None, output_uri: 
         f"<table>{rows}</table>{links}{note}"
         "</body></html>"
     )
-    return Email(recipient=recipient, subject=subject, text="\n".join(text_lines) + "\n", html=html_body)
+    recipients = [recipients] if isinstance(recipients, str) else list(recipients)
+    return Email(recipients=recipients, subject=subject, text="\n".join(text_lines) + "\n", html=html_body)
 
 
 class Mailer:
@@ -111,7 +112,7 @@ class Mailer:
         message = EmailMessage()
         message["Subject"] = email.subject
         message["From"] = self._sender
-        message["To"] = email.recipient
+        message["To"] = ", ".join(email.recipients)
         message.set_content(email.text)
         message.add_alternative(email.html, subtype="html")
         return message.as_bytes()
@@ -119,7 +120,7 @@ class Mailer:
     def send(self, email: Email) -> str:
         response = self._ses.send_email(
             FromEmailAddress=self._sender,
-            Destination={"ToAddresses": [email.recipient]},
+            Destination={"ToAddresses": list(email.recipients)},
             Content={"Raw": {"Data": self.build_message(email)}},
         )
         return response["MessageId"]

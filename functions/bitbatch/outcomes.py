@@ -7,7 +7,10 @@ transform function gave up on an event.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+
+from botocore.exceptions import ClientError
 
 from bitbatch.model import Run, RunStatus
 from bitbatch.notifications import Email, Mailer, render_email
@@ -16,6 +19,10 @@ from bitbatch.runs import RunStore, TransitionRejected
 from bitbatch.submission import run_id_from_job_name
 
 REPORT_FILE = "report.html"
+RUN_SUMMARY_FILE = "run-summary.json"  # written by the container, names the file to link to
+# The event the transform function sends when the pushed content cannot run.
+RUN_FAILED_SOURCE = "bitbatch.transform"
+RUN_FAILED_DETAIL_TYPE = "Run Failed"
 BATCH_TERMINAL = {"SUCCEEDED": RunStatus.SUCCEEDED, "FAILED": RunStatus.FAILED}
 NOT_TERMINAL = (RunStatus.RECEIVED, RunStatus.CHECKED_OUT, RunStatus.QUEUED, RunStatus.SUBMITTED, RunStatus.RUNNING)
 
@@ -80,6 +87,11 @@ def read_destination_record(event: dict) -> Outcome:
 def read_event(event: dict) -> Outcome:
     if event.get("detail-type") == "Batch Job State Change":
         return read_batch_event(event)
+    if event.get("source") == RUN_FAILED_SOURCE and event.get("detail-type") == RUN_FAILED_DETAIL_TYPE:
+        run_id = (event.get("detail") or {}).get("run_id")
+        if not isinstance(run_id, str) or not run_id:
+            raise EventError("Run Failed event has no detail.run_id")
+        return Outcome(run_id=run_id, status=RunStatus.FAILED, reason=None)
     if "requestPayload" in event and "requestContext" in event:
         return read_destination_record(event)
     raise EventError("event is neither a Batch Job State Change nor a Lambda on-failure record")
@@ -92,6 +104,20 @@ class OutputLinks:
         self._s3 = s3_client
         self._bucket = bucket
         self._expiry_seconds = expiry_seconds
+
+    def result_file(self, run: Run) -> str | None:
+        """Return the output file the email links to: bitbatch.yml's job.result, else the job's choice."""
+        configured = (run.config or {}).get("job_result")
+        if configured:
+            return configured
+        try:
+            body = self._s3.get_object(Bucket=self._bucket, Key=(run.output_prefix or "") + RUN_SUMMARY_FILE)["Body"]
+            summary = json.loads(body.read())
+        except (ClientError, ValueError):
+            # An older job image writes no summary; its output is the built-in report.
+            return REPORT_FILE
+        result = summary.get("result_file") if isinstance(summary, dict) else None
+        return result if isinstance(result, str) and result else None
 
     def uri(self, key: str) -> str:
         return f"s3://{self._bucket}/{key}"
@@ -120,6 +146,10 @@ def finish_run(outcome: Outcome, store: RunStore, mailer: Mailer, links: OutputL
     logger.info("run finished", extra={"status": run.status, "reason": run.failure_reason})
     metrics.add_metric(name=f"Runs{run.status.title()}", unit="Count", value=1)
 
+    wanted = set((run.config or {}).get("notify_on") or ("success", "failure"))
+    if OUTCOME_NAMES[outcome.status] not in wanted:
+        logger.info("bitbatch.yml asks for no email on this outcome", extra={"notify_on": sorted(wanted)})
+        return None
     if not store.mark_notified(run.run_id, outcome.status):
         logger.info("email for this status already sent; repeated event ignored")
         return None
@@ -130,14 +160,25 @@ def finish_run(outcome: Outcome, store: RunStore, mailer: Mailer, links: OutputL
     except Exception:
         store.clear_notified(run.run_id)
         raise
-    logger.info("email sent", extra={"message_id": message_id, "used_fallback": email.recipient != run.pusher_email})
+    logger.info(
+        "email sent",
+        extra={"message_id": message_id, "recipients": len(email.recipients), "used_fallback": run.pusher_email is None},
+    )
     return email
 
 
+OUTCOME_NAMES = {RunStatus.SUCCEEDED: "success", RunStatus.FAILED: "failure"}
+
+
 def _compose(run: Run, links: OutputLinks, fallback_recipient: str) -> Email:
-    recipient = run.pusher_email or fallback_recipient
+    recipients = [run.pusher_email or fallback_recipient]
+    for extra in (run.config or {}).get("recipients") or ():
+        if extra not in recipients:
+            recipients.append(extra)
     link = uri = None
     if run.status == RunStatus.SUCCEEDED and run.output_prefix:
-        key = run.output_prefix + REPORT_FILE
-        link, uri = links.link(key), links.uri(key)
-    return render_email(run, recipient, link, uri)
+        result_file = links.result_file(run)
+        if result_file:
+            key = run.output_prefix + result_file
+            link, uri = links.link(key), links.uri(key)
+    return render_email(run, recipients, link, uri)

@@ -119,6 +119,11 @@ class TransformSettings(_FromEnvironment):
     git_base_url: str = env("GIT_BASE_URL")
     data_center_base_url: str = env("DATA_CENTER_BASE_URL", "")
     bitbucket_token_secret_arn: str = env("BITBUCKET_TOKEN_SECRET_ARN")
+    notifier_function_name: str = env("NOTIFIER_FUNCTION_NAME")
+    default_branches: str = env("DEFAULT_BRANCHES", "*")
+    max_file_bytes: str = env("MAX_FILE_BYTES", str(100 * 1024 * 1024))
+    max_files: str = env("MAX_FILES", "10000")
+    max_checkout_bytes: str = env("MAX_CHECKOUT_BYTES", str(1024 * 1024 * 1024))
 
     def validate(self) -> None:
         if not _has_host(self.git_base_url):
@@ -127,6 +132,12 @@ class TransformSettings(_FromEnvironment):
                 "for example https://bitbucket.org"
             )
         _optional_url("DATA_CENTER_BASE_URL", self.data_center_base_url)
+        for name in ("MAX_FILE_BYTES", "MAX_FILES", "MAX_CHECKOUT_BYTES"):
+            _positive_int(name, getattr(self, name.lower()))
+
+    @property
+    def branch_patterns(self) -> tuple[str, ...]:
+        return tuple(pattern.strip() for pattern in self.default_branches.split(",") if pattern.strip())
 
 
 @dataclass(frozen=True)

@@ -28,13 +28,35 @@ def run_id_from_job_name(name: str | None) -> str | None:
 
 
 def job_environment(run: Run, bucket: str) -> list[dict[str, str]]:
-    """Variables the container reads; see container/bitbatch_job."""
-    return [
-        {"name": "RUN_ID", "value": run.run_id},
-        {"name": "ARTIFACTS_BUCKET", "value": bucket},
-        {"name": "INPUT_PREFIX", "value": run.input_prefix or ""},
-        {"name": "OUTPUT_PREFIX", "value": run.output_prefix or ""},
-    ]
+    """Variables the container reads (see container/bitbatch_job), then bitbatch.yml's job.environment."""
+    config = run.config or {}
+    variables = {
+        "RUN_ID": run.run_id,
+        "ARTIFACTS_BUCKET": bucket,
+        "INPUT_PREFIX": run.input_prefix or "",
+        "OUTPUT_PREFIX": run.output_prefix or "",
+    }
+    if config.get("job_command"):
+        variables["JOB_MODE"] = "command"
+        variables["JOB_COMMAND"] = json.dumps(config["job_command"])
+    if config.get("job_result"):
+        variables["RESULT_FILE"] = config["job_result"]
+    # The schema keeps these names away from the ones above.
+    extra = {name: value for name, value in (config.get("job_environment") or {}).items() if name not in variables}
+    return [{"name": name, "value": value} for name, value in {**variables, **extra}.items()]
+
+
+def container_overrides(run: Run, bucket: str) -> dict:
+    config = run.config or {}
+    overrides: dict = {"environment": job_environment(run, bucket)}
+    requirements = []
+    if config.get("job_vcpu"):
+        requirements.append({"type": "VCPU", "value": str(config["job_vcpu"])})
+    if config.get("job_memory"):
+        requirements.append({"type": "MEMORY", "value": str(int(config["job_memory"]))})
+    if requirements:
+        overrides["resourceRequirements"] = requirements
+    return overrides
 
 
 class JobSubmitter:
@@ -45,14 +67,17 @@ class JobSubmitter:
         self._bucket = bucket
 
     def submit(self, run: Run) -> str:
-        response = self._batch.submit_job(
-            jobName=job_name(run.run_id),
-            jobQueue=self._job_queue,
-            jobDefinition=self._job_definition,
-            parameters={"run_id": run.run_id},
-            containerOverrides={"environment": job_environment(run, self._bucket)},
-        )
-        return response["jobId"]
+        config = run.config or {}
+        request = {
+            "jobName": job_name(run.run_id),
+            "jobQueue": self._job_queue,
+            "jobDefinition": config.get("job_definition") or self._job_definition,
+            "parameters": {"run_id": run.run_id},
+            "containerOverrides": container_overrides(run, self._bucket),
+        }
+        if config.get("job_timeout"):
+            request["timeout"] = {"attemptDurationSeconds": int(config["job_timeout"])}
+        return self._batch.submit_job(**request)["jobId"]
 
     def find(self, run_id: str) -> str | None:
         """Return the id of a job already submitted for run_id, if the queue has one."""

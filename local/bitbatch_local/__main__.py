@@ -148,7 +148,8 @@ def serve(port: int, secret: str | None, repos: str | None) -> int:
     with LocalStack(repos_root, workdir, webhook_secret=secret, api_port=port) as stack:
         say(f"webhook URL:    {stack.webhook_url}")
         say(f"webhook secret: {stack.webhook_secret}")
-        say(f"AWS endpoint:   {stack.aws_endpoint}  (AWS_ENDPOINT_URL for the aws CLI and boto3)")
+        say(f"AWS endpoint:   {stack.aws_endpoint}  (AWS_ENDPOINT_URL for the aws CLI and boto3,")
+        say(f"                with AWS_DEFAULT_REGION={stack.region} and any key pair)")
         say(f"git server:     {stack.git.base_url}  serving {repos_root}")
         say(f"runs table:     {stack.resources.runs_table}   bucket: {stack.resources.bucket}")
         say("press Ctrl+C to stop")

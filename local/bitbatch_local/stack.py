@@ -70,6 +70,7 @@ class LocalStack:
         function_log_path: Path | None = None,
         allowed_repositories: str = "*",
         tag_policy: str = "ignore",
+        limits: dict[str, int] | None = None,
     ):
         self.repos_root = Path(repos_root)
         self.workdir = Path(workdir)
@@ -81,6 +82,9 @@ class LocalStack:
         self.function_log_path = function_log_path
         self.allowed_repositories = allowed_repositories
         self.tag_policy = tag_policy
+        # The template's defaults: 100 MiB per file, 10,000 files, 1 GiB per run.
+        self.limits = {"max_file_bytes": 100 * 1024**2, "max_files": 10_000, "max_checkout_bytes": 1024**3}
+        self.limits.update(limits or {})
         self.region = motoserver.REGION
         self.job_listeners: list[Callable[[str, JobSpec, JobResult | None], None]] = []
         self._exit_stack = ExitStack()
@@ -178,6 +182,11 @@ class LocalStack:
             "SUBMIT_QUEUE_URL": resources.submit_queue_url,
             "GIT_BASE_URL": self.git.base_url,
             "BITBUCKET_TOKEN_SECRET_ARN": resources.token_secret_arn,
+            "NOTIFIER_FUNCTION_NAME": FUNCTION_NAMES["notifier"],
+            "DEFAULT_BRANCHES": "*",
+            "MAX_FILE_BYTES": str(self.limits["max_file_bytes"]),
+            "MAX_FILES": str(self.limits["max_files"]),
+            "MAX_CHECKOUT_BYTES": str(self.limits["max_checkout_bytes"]),
             "BATCH_JOB_QUEUE": resources.job_queue_arn,
             "BATCH_JOB_DEFINITION": resources.job_definition_arn,
             "SENDER_ADDRESS": resources.sender_address,

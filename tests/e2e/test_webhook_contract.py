@@ -345,8 +345,12 @@ def test_concurrent_pushes_all_accepted(stack, sample):
         deliveries.append(cloud_delivery(stack, sample, commit, sample.head_commit, ref_name=f"parallel-{index}"))
     statuses = []
 
+    run_ids = []
+
     def deliver(body, headers):
-        statuses.append(request(stack.webhook_url, body, headers)[0])
+        status, answer, _ = request(stack.webhook_url, body, headers)
+        statuses.append(status)
+        run_ids.extend(run["run_id"] for run in answer.get("runs", []))
 
     threads = [threading.Thread(target=deliver, args=delivery) for delivery in deliveries]
     for thread in threads:
@@ -354,5 +358,7 @@ def test_concurrent_pushes_all_accepted(stack, sample):
     for thread in threads:
         thread.join()
 
-    # Then the local API served every one of them
+    # Then the local API served every one of them, and every run finishes
     assert statuses == [202] * 8
+    for run_id in run_ids:
+        assert stack.wait_for_run(run_id).status == "SUCCEEDED"

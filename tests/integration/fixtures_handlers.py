@@ -38,6 +38,7 @@ FALLBACK_RECIPIENT = "data-team@example.com"
 PUSHER_EMAIL = "ada@example.com"
 
 TRANSFORM_FUNCTION_NAME = "bitbatch-transform"
+NOTIFIER_FUNCTION_NAME = "bitbatch-notifier"
 # Nothing listens on the discard port, so a test that does not start the git
 # server fails at once instead of reaching out past 127.0.0.1.
 UNUSED_GIT_BASE_URL = "http://127.0.0.1:9"
@@ -101,6 +102,7 @@ def function_environment(resources: StackResources) -> dict[str, str]:
         "SUBMIT_QUEUE_URL": resources.submit_queue_url,
         "GIT_BASE_URL": UNUSED_GIT_BASE_URL,
         "BITBUCKET_TOKEN_SECRET_ARN": resources.token_secret_arn,
+        "NOTIFIER_FUNCTION_NAME": NOTIFIER_FUNCTION_NAME,
         "BATCH_JOB_QUEUE": resources.job_queue_arn,
         "BATCH_JOB_DEFINITION": resources.job_definition_arn,
         "SENDER_ADDRESS": resources.sender_address,

@@ -112,10 +112,14 @@ def test_job_uploads_report(s3, tmp_path):
     # When the job runs
     completed = run_job(tmp_path)
 
-    # Then it succeeds and uploads result.json and report.html with their content types
+    # Then it succeeds and uploads result.json, report.html and run-summary.json with their content types
     assert completed.returncode == 0, completed.stderr
     assert completed.stderr == ""
-    assert output_keys(s3) == [OUTPUT_PREFIX + "report.html", OUTPUT_PREFIX + "result.json"]
+    assert output_keys(s3) == [
+        OUTPUT_PREFIX + "report.html",
+        OUTPUT_PREFIX + "result.json",
+        OUTPUT_PREFIX + "run-summary.json",
+    ]
 
     result_object = s3.get_object(Bucket=BUCKET, Key=OUTPUT_PREFIX + "result.json")
     assert result_object["ContentType"] == "application/json"

@@ -153,7 +153,7 @@ def test_render_success():
     rendered = render_email(run, RECIPIENT, OUTPUT_LINK, OUTPUT_URI)
 
     # Then the subject, text and HTML carry the facts of the run
-    assert rendered.recipient == RECIPIENT
+    assert rendered.recipients == [RECIPIENT]
     assert rendered.subject == "[bitbatch] highland/weather-stations main 7de5c7444620: succeeded"
     assert "Repository: highland/weather-stations" in rendered.text
     assert "Ref: refs/heads/main" in rendered.text

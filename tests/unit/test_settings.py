@@ -24,6 +24,7 @@ ENVIRONMENT = {
     "SUBMIT_QUEUE_URL": "https://sqs.eu-west-1.amazonaws.com/123456789012/bitbatch-submit",
     "GIT_BASE_URL": "https://bitbucket.org",
     "BITBUCKET_TOKEN_SECRET_ARN": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:bitbatch/bitbucket-token-GhIjKl",
+    "NOTIFIER_FUNCTION_NAME": "bitbatch-notifier",
     "BATCH_JOB_QUEUE": "arn:aws:batch:eu-west-1:123456789012:job-queue/bitbatch-jobs",
     "BATCH_JOB_DEFINITION": "arn:aws:batch:eu-west-1:123456789012:job-definition/bitbatch-report:3",
     "SENDER_ADDRESS": "bitbatch@example.com",

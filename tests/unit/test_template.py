@@ -251,6 +251,33 @@ def test_submitter_may_submit_to_job_definition(template):
     assert any(sub.endswith(f":job-definition/{definition_name}:*") for sub in allowed_subs)
 
 
+def statement_actions(template: dict, logical_id: str) -> set[str]:
+    actions = set()
+    for policy in template["Resources"][logical_id]["Properties"]["Policies"]:
+        for statement in policy.get("Statement", []) if isinstance(policy, dict) else []:
+            action = statement["Action"]
+            actions.update([action] if isinstance(action, str) else action)
+    return actions
+
+
+@pytest.mark.parametrize(
+    ("logical_id", "client_module", "service"),
+    [("SubmitterFunction", "functions/bitbatch/submission.py", "batch")],
+)
+def test_batch_calls_are_allowed(template, logical_id, client_module, service):
+    # Given every Batch API the submitter's code calls (self._batch.<operation>)
+    source = (ROOT / client_module).read_text()
+    operations = set(re.findall(r"self\._batch\.(?:get_paginator\(\"(\w+)\"\)|(\w+)\()", source))
+    called = {first or second for first, second in operations}
+    actions = statement_actions(template, logical_id)
+
+    # Then the function's policy names each one (boto3 snake_case to the IAM action)
+    assert called == {"submit_job", "list_jobs"}
+    for operation in called:
+        action = f"{service}:" + "".join(part.title() for part in operation.split("_"))
+        assert action in actions, f"{logical_id} calls {operation} but its policy lacks {action}"
+
+
 def test_dockerfile_runs_job_module():
     # Given the job image's Dockerfile
     text = DOCKERFILE.read_text()
@@ -271,6 +298,12 @@ def test_job_gets_every_variable(template):
     run = sample_run()
     overrides = {variable["name"]: variable["value"] for variable in submission.job_environment(run, "artifacts")}
     job_environment = defaults | overrides
+    # A run whose bitbatch.yml sets a command and a result file gets the optional variables too.
+    command_run = sample_run()
+    command_run.config = {"job_command": ["python", "process.py"], "job_result": "index.html"}
+    command_overrides = {
+        variable["name"]: variable["value"] for variable in submission.job_environment(command_run, "artifacts")
+    }
 
     # When the environment variable names in the job's settings source are collected
     tree = ast.parse(JOB_SETTINGS_SOURCE.read_text())
@@ -284,7 +317,10 @@ def test_job_gets_every_variable(template):
     for name in JOB_VARIABLES:
         assert name in read_names, f"container/bitbatch_job/settings.py no longer reads {name}"
     for name in read_names:
-        assert name in job_environment, f"the job reads {name}, but neither the job definition nor the submitter sets it"
+        assert name in job_environment | command_overrides, (
+            f"the job reads {name}, but neither the job definition nor the submitter sets it"
+        )
+    assert command_overrides["JOB_MODE"] == "command"
     assert "ARTIFACTS_BUCKET" in defaults
     settings = JobSettings.from_environ(job_environment)
     assert settings.input_prefix == run.input_prefix
