@@ -257,6 +257,8 @@ def summarize_file(entry: ManifestFile, stream: BinaryIO) -> dict[str, Any]:
             profile = {"parsed_as": "json", **summarize_json(artifact_label, stream.read())}
         elif entry.path.lower().endswith(".json"):
             profile = {"parsed_as": "json", **summarize_json(entry.path, stream.read())}
+        elif entry.path.lower().endswith((".jsonl", ".ndjson")):
+            profile = {"parsed_as": "jsonl", **summarize_jsonl(entry.path, stream)}
         else:
             text = summarize_text(stream)
             profile = {"parsed_as": "text", "lines": text["lines"]}

@@ -25,7 +25,7 @@ from dulwich.repo import Repo
 
 from bitbatch.observability import logger
 
-# How deep to fetch the ref when the server will not send a commit by id.
+# Depth of the ref fetch used when the server will not send a commit by id.
 FALLBACK_DEPTH = 50
 # Git LFS replaces a file by a small text pointer that starts with this line.
 LFS_POINTER_PREFIX = b"version https://git-lfs.github.com/spec/v1"
@@ -33,7 +33,7 @@ LFS_POINTER_MAX_BYTES = 1024
 
 
 class CheckoutError(RuntimeError):
-    """The commit could not be fetched; the message says why and what to check."""
+    """The commit could not be fetched; the message gives the reason and what to check."""
 
 
 class CheckoutTooLarge(CheckoutError):
@@ -97,7 +97,7 @@ class _CountingWriter:
         if self._max_bytes is not None and self.received > self._max_bytes:
             raise CheckoutTooLarge(
                 f"the fetched data passed {self._max_bytes} bytes (MAX_CHECKOUT_BYTES) and the fetch was stopped; "
-                "raise the stack's MaxCheckoutMb or exclude large files from the repository"
+                "raise the stack's MaxCheckoutBytes or exclude large files from the repository"
             )
         self._sink(data)
 

@@ -152,7 +152,7 @@ def _option_problems(document: dict, root) -> list[str]:
 
 
 def _glob_problems(document: dict, root) -> list[str]:
-    """Check path globs (rules and triggers.paths) that the schema only knows as strings."""
+    """Check path globs (rules and triggers.paths), which the schema checks only as strings."""
     places = []
     for index, item in enumerate(document.get("transforms") or []):
         if isinstance(item, dict) and isinstance(item.get("match"), str):

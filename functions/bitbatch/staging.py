@@ -256,13 +256,13 @@ def _check_limits(path: str, data: bytes, selection: Selection, limits: Limits) 
     if len(data) > limits.max_file_bytes:
         raise RunInputError(
             f"{path} is {len(data)} bytes; the limit for one file is {limits.max_file_bytes} bytes (MAX_FILE_BYTES). "
-            "Raise the stack's MaxFileMb or exclude the file"
+            "Raise the stack's MaxFileBytes or exclude the file"
         )
     selection.total_bytes += len(data)
     if selection.total_bytes > limits.max_checkout_bytes:
         raise RunInputError(
             f"the selected files pass {limits.max_checkout_bytes} bytes (MAX_CHECKOUT_BYTES) at {path}. "
-            "Raise the stack's MaxCheckoutMb or select fewer files"
+            "Raise the stack's MaxCheckoutBytes or select fewer files"
         )
 
 

@@ -297,3 +297,63 @@ def test_checkout_size_limit_stops_fetch(stack, sample):
     assert "MAX_CHECKOUT_BYTES" in run.failure_reason
     removed = add_commit(sample.path, dict.fromkeys(blobs), "Drop noise")
     assert deliver(stack, sample, removed, commit).status == "SUCCEEDED"
+
+
+COMMAND_PIPELINE = """\
+version: 1
+transforms:
+  - match: "data/*.csv"
+    transform: csv-jsonl
+job:
+  command:
+    - python3
+    - -c
+    - |
+      import json, os, pathlib
+      manifest = json.loads(pathlib.Path(os.environ["MANIFEST_PATH"]).read_text())
+      rows = sum(1 for entry in manifest["files"]
+                 for _ in open(os.path.join(os.environ["INPUT_DIR"], entry["artifact"])))
+      print("counted", rows, "rows", flush=True)
+      out = pathlib.Path(os.environ["OUTPUT_DIR"])
+      (out / "index.html").write_text(f"<p>{rows} rows from {os.environ['STATION_GROUP']}</p>")
+  environment:
+    STATION_GROUP: highlands
+  result: index.html
+notify:
+  when: [success]
+"""
+
+
+def test_command_job_runs_and_links_result(stack, sample):
+    # Given a bitbatch.yml that runs its own command on the CSV artifacts
+    before = head(sample)
+    commit = add_commit(sample.path, {"bitbatch.yml": COMMAND_PIPELINE}, "Run a custom command")
+
+    # When it is pushed
+    run = deliver(stack, sample, commit, before)
+
+    # Then the command's output is stored and the email links to the configured result file
+    assert run.status == "SUCCEEDED"
+    keys = stored_keys(stack, run.output_prefix)
+    assert run.output_prefix + "index.html" in keys
+    assert run.output_prefix + "run-summary.json" in keys
+    page = boto3.client("s3").get_object(Bucket=stack.resources.bucket, Key=run.output_prefix + "index.html")
+    assert "rows from highlands" in page["Body"].read().decode()
+    emails = emails_about(stack, run.run_id)
+    assert len(emails) == 1
+    link = next(line for line in emails[0].text.splitlines() if line.startswith("http") and "index.html" in line)
+    with urllib.request.urlopen(link, timeout=30) as response:
+        assert b"rows from highlands" in response.read()
+    job_logs = "".join(path.read_text() for path in (stack.workdir / "jobs").glob(f"bitbatch-{run.run_id}-*.log"))
+    assert "counted" in job_logs
+
+
+def test_failure_only_notification_sends_nothing_on_success(stack, sample):
+    before = head(sample)
+    quiet = COMMAND_PIPELINE.replace("when: [success]", "when: [failure]")
+    commit = add_commit(sample.path, {"bitbatch.yml": quiet}, "Email only failures")
+
+    run = deliver(stack, sample, commit, before)
+
+    assert run.status == "SUCCEEDED"
+    assert emails_about(stack, run.run_id) == []

@@ -474,3 +474,26 @@ def test_manifest_rejects_parent_path():
 
     # Then the artifact is rejected by name
     assert "'../../secret.txt'" in str(raised.value)
+
+
+
+def test_raw_jsonl_profiled_by_record():
+    # Given a JSON Lines file copied from the repository byte for byte
+    data = b'{"station": "ST01", "value": 4}\n{"station": "ST02", "value": 6}\n'
+    entry = manifest_file("events/readings.jsonl", data, "raw")
+
+    # When it is summarized
+    summary = summarize_file(entry, io.BytesIO(data))
+
+    # Then each line is a record with its fields profiled
+    assert summary["parsed_as"] == "jsonl"
+    assert summary["records"] == 2
+    assert {field["name"] for field in summary["fields"]} == {"station", "value"}
+
+
+def test_raw_jsonl_bad_line_names_file():
+    data = b'{"station": "ST01"}\nnot json\n'
+    entry = manifest_file("events/readings.jsonl", data, "raw")
+
+    with pytest.raises(JobError, match=r"events/readings.jsonl.*line 2"):
+        summarize_file(entry, io.BytesIO(data))

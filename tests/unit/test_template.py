@@ -325,3 +325,15 @@ def test_job_gets_every_variable(template):
     settings = JobSettings.from_environ(job_environment)
     assert settings.input_prefix == run.input_prefix
     assert settings.output_prefix == run.output_prefix
+
+
+def test_messages_name_real_parameters(template):
+    # Given every "the stack's <Parameter>" that an error message of the functions mentions
+    mentioned = set()
+    for source in (ROOT / "functions").rglob("*.py"):
+        mentioned |= set(re.findall(r"stack's ([A-Z][A-Za-z]+)", source.read_text()))
+
+    # Then each one is a parameter of template.yaml
+    assert mentioned, "no message names a stack parameter; the pattern may be stale"
+    for name in sorted(mentioned):
+        assert name in template["Parameters"], f"a message tells users to change {name}, which template.yaml lacks"
