@@ -91,6 +91,7 @@ class Run:
     failure_reason: str | None = None
     config: dict | None = None  # what later stages need from bitbatch.yml, see PipelineConfig.to_summary
     notified_status: str | None = None
+    notification_error: str | None = None  # why SES refused the email, when it did
     expires_at: int | None = None  # DynamoDB TTL, seconds since the epoch
 
     @property

@@ -1,8 +1,11 @@
 """Record how a run ended and email the person who pushed.
 
-Two kinds of event end a run: an AWS Batch "Job State Change" from
-EventBridge, and the on-failure destination record Lambda sends when the
-transform function gave up on an event.
+Four kinds of event end a run: an AWS Batch "Job State Change" from
+EventBridge, the on-failure destination record Lambda sends when the
+transform function gave up on an event, the transform's own "Run Failed"
+event for content that cannot run, and a message the submitter could not
+submit, from the submit queue's dead-letter queue. A RUNNING job state
+change moves the run forward and sends nothing.
 """
 
 from __future__ import annotations
@@ -23,7 +26,11 @@ RUN_SUMMARY_FILE = "run-summary.json"  # written by the container, names the fil
 # The event the transform function sends when the pushed content cannot run.
 RUN_FAILED_SOURCE = "bitbatch.transform"
 RUN_FAILED_DETAIL_TYPE = "Run Failed"
-BATCH_TERMINAL = {"SUCCEEDED": RunStatus.SUCCEEDED, "FAILED": RunStatus.FAILED}
+BATCH_STATES = {"RUNNING": RunStatus.RUNNING, "SUCCEEDED": RunStatus.SUCCEEDED, "FAILED": RunStatus.FAILED}
+# SES errors that no retry fixes: the email is recorded as failed instead.
+PERMANENT_SES_ERRORS = frozenset(
+    {"MessageRejected", "MailFromDomainNotVerifiedException", "AccountSuspendedException", "SendingPausedException", "BadRequestException"}
+)
 NOT_TERMINAL = (RunStatus.RECEIVED, RunStatus.CHECKED_OUT, RunStatus.QUEUED, RunStatus.SUBMITTED, RunStatus.RUNNING)
 
 
@@ -40,9 +47,9 @@ class Outcome:
 
 def read_batch_event(event: dict) -> Outcome:
     detail = event.get("detail") or {}
-    status = BATCH_TERMINAL.get(detail.get("status"))
+    status = BATCH_STATES.get(detail.get("status"))
     if status is None:
-        raise EventError(f"job status {detail.get('status')!r} is not SUCCEEDED or FAILED")
+        raise EventError(f"job status {detail.get('status')!r} is not RUNNING, SUCCEEDED or FAILED")
 
     parameters = detail.get("parameters") or {}
     run_id = parameters.get("run_id") or run_id_from_job_name(detail.get("jobName"))
@@ -55,16 +62,35 @@ def read_batch_event(event: dict) -> Outcome:
     return Outcome(run_id=run_id, status=status, reason=reason)
 
 
+# Exit code of a process killed by SIGKILL, which is how a container out of memory ends.
+KILLED_EXIT_CODE = 137
+
+
 def _batch_failure_reason(detail: dict) -> str:
+    """Explain a FAILED job in plain words: out of memory, never started, or its exit code and reason."""
     attempts = detail.get("attempts") or []
     container = (attempts[-1].get("container") if attempts else None) or detail.get("container") or {}
+    exit_code = container.get("exitCode")
+    container_reason = str(container.get("reason") or "")
+    status_reason = str(detail.get("statusReason") or "")
+
+    if "OutOfMemory" in container_reason or (exit_code == KILLED_EXIT_CODE and "memory" in container_reason.lower()):
+        return (
+            f"the job ran out of memory (exit code {exit_code}): {container_reason}. "
+            "Give it more with job.memory in bitbatch.yml"
+        )
+    if not attempts and exit_code is None:
+        # The job never ran: AWS Batch cancelled it in RUNNABLE (the job queue's
+        # time limit) or it could not be placed.
+        return f"the job could not start: {status_reason or 'AWS Batch gave no reason'}"
+
     parts = []
-    if container.get("exitCode") is not None:
-        parts.append(f"the job exited with code {container['exitCode']}")
-    if container.get("reason"):
-        parts.append(str(container["reason"]))
-    if detail.get("statusReason"):
-        parts.append(str(detail["statusReason"]))
+    if exit_code is not None:
+        parts.append(f"the job exited with code {exit_code}")
+    if container_reason:
+        parts.append(container_reason)
+    if status_reason:
+        parts.append(status_reason)
     return "; ".join(parts) or "the job failed without a reason from AWS Batch"
 
 
@@ -81,6 +107,19 @@ def read_destination_record(event: dict) -> Outcome:
         reason = f"preparing the input failed: {response['errorMessage']}"
     else:
         reason = f"preparing the input failed ({condition})"
+    return Outcome(run_id=run_id, status=RunStatus.FAILED, reason=reason)
+
+
+def read_dead_letter_message(body: str) -> Outcome:
+    """Read a submit-queue message that the submitter failed on every delivery."""
+    try:
+        message = json.loads(body)
+    except json.JSONDecodeError as error:
+        raise EventError(f"dead-letter message is not JSON: {error}") from error
+    run_id = message.get("run_id") if isinstance(message, dict) else None
+    if not isinstance(run_id, str) or not run_id:
+        raise EventError("dead-letter message has no run_id")
+    reason = "the job could not be submitted to AWS Batch after 5 attempts; the submitter's log has each error"
     return Outcome(run_id=run_id, status=RunStatus.FAILED, reason=reason)
 
 
@@ -136,6 +175,13 @@ def finish_run(outcome: Outcome, store: RunStore, mailer: Mailer, links: OutputL
     bind_run(run.log_keys)
 
     attributes = {"failure_reason": outcome.reason} if outcome.reason else {}
+    if outcome.status == RunStatus.RUNNING:
+        try:
+            store.advance(run.run_id, RunStatus.RUNNING, (RunStatus.SUBMITTED,))
+            logger.info("job running")
+        except TransitionRejected:
+            logger.info("late RUNNING event ignored", extra={"status": run.status})
+        return None
     try:
         store.advance(run.run_id, outcome.status, NOT_TERMINAL, **attributes)
     except TransitionRejected:
@@ -157,6 +203,18 @@ def finish_run(outcome: Outcome, store: RunStore, mailer: Mailer, links: OutputL
     email = _compose(run, links, fallback_recipient)
     try:
         message_id = mailer.send(email)
+    except ClientError as error:
+        code = error.response.get("Error", {}).get("Code", "")
+        if code in PERMANENT_SES_ERRORS:
+            # Retrying cannot fix a rejected address or an unverified sender, so
+            # record the failure on the run and stop.
+            reason = f"SES rejected the email ({code}): {error.response.get('Error', {}).get('Message', '')}"
+            store.record_notification_error(run.run_id, reason)
+            logger.error("email rejected by SES; not retrying", extra={"reason": reason})
+            metrics.add_metric(name="EmailsRejected", unit="Count", value=1)
+            return None
+        store.clear_notified(run.run_id)
+        raise
     except Exception:
         store.clear_notified(run.run_id)
         raise

@@ -109,6 +109,13 @@ class RunStore:
             raise
         return True
 
+    def record_notification_error(self, run_id: str, reason: str) -> None:
+        self._table.update_item(
+            Key={"run_id": run_id},
+            UpdateExpression="SET notification_error = :reason",
+            ExpressionAttributeValues={":reason": reason},
+        )
+
     def clear_notified(self, run_id: str) -> None:
         """Undo mark_notified after a failed send, so a retry sends the email."""
         self._table.update_item(Key={"run_id": run_id}, UpdateExpression="REMOVE notified_status")

@@ -1,5 +1,9 @@
-"""Notifier function: AWS Batch job state changes (EventBridge) and the
-transform function's on-failure records end a run and email the pusher."""
+"""Notifier function: ends runs and emails the pusher.
+
+It receives AWS Batch job state changes (EventBridge), the transform
+function's on-failure records and Run Failed events, and batches of
+messages from the submit queue's dead-letter queue (SQS).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,8 @@ from functools import cache
 
 import boto3
 from botocore.config import Config
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from bitbatch import outcomes
@@ -15,6 +21,8 @@ from bitbatch.notifications import Mailer
 from bitbatch.observability import logger, metrics, tracer, unbind_run
 from bitbatch.runs import RunNotFound, RunStore
 from bitbatch.settings import NotifierSettings
+
+processor = BatchProcessor(event_type=EventType.SQS)
 
 
 @dataclass(frozen=True)
@@ -40,12 +48,27 @@ def dependencies() -> Dependencies:
     )
 
 
+def finish_dead_letter(record: SQSRecord) -> None:
+    deps = dependencies()
+    try:
+        outcome = outcomes.read_dead_letter_message(record.body)
+        outcomes.finish_run(outcome, deps.store, deps.mailer, deps.links, deps.settings.fallback_recipient)
+    except (outcomes.EventError, RunNotFound) as error:
+        # Retrying cannot help; the message stays visible in this log line.
+        logger.error("dead-letter message ignored", extra={"message_id": record.message_id, "reason": str(error)})
+    finally:
+        unbind_run()
+
+
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict, context: LambdaContext) -> dict:
     deps = dependencies()
     unbind_run()
+    if isinstance(event, dict) and isinstance(event.get("Records"), list):
+        return process_partial_response(event=event, record_handler=finish_dead_letter, processor=processor, context=context)
+
     try:
         outcome = outcomes.read_event(event if isinstance(event, dict) else {})
     except outcomes.EventError as error:

@@ -107,6 +107,7 @@ class JobSpec:
     environment: dict[str, str]
     parameters: dict[str, str]
     timeout_seconds: int
+    vcpus: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -138,6 +139,8 @@ def read_job_spec(job_id: str, region: str) -> JobSpec:
     environment = {item["name"]: item["value"] for item in definition.container_properties.get("environment", [])}
     environment.update({item["name"]: item["value"] for item in job.container_overrides.get("environment", [])})
     timeout = (job.timeout or definition.timeout or {}).get("attemptDurationSeconds", 3600)
+    requirements = {item["type"]: item["value"] for item in definition.container_properties.get("resourceRequirements", [])}
+    requirements.update({item["type"]: item["value"] for item in job.container_overrides.get("resourceRequirements", [])})
     return JobSpec(
         job_id=job.job_id,
         job_name=job.job_name,
@@ -146,6 +149,7 @@ def read_job_spec(job_id: str, region: str) -> JobSpec:
         environment=environment,
         parameters=dict(job.parameters),
         timeout_seconds=int(timeout),
+        vcpus=float(requirements.get("VCPU", 1)),
     )
 
 
@@ -159,6 +163,8 @@ class BatchExecutor:
         aws_environment: dict[str, str],
         log_folder: Path,
         on_job_event: Callable[[str, JobSpec, JobResult | None], None] | None = None,
+        max_vcpus: float = 4,
+        runnable_timeout_seconds: float = 1800,
     ):
         self._lambdas = lambdas
         self._notifier_name = notifier_name
@@ -167,6 +173,9 @@ class BatchExecutor:
         self._aws_environment = aws_environment
         self._log_folder = log_folder
         self._on_job_event = on_job_event or (lambda stage, spec, result: None)
+        # Like the compute environment's maxvCpus and the job queue's RUNNABLE time limit.
+        self._max_vcpus = max_vcpus
+        self._runnable_timeout_seconds = runnable_timeout_seconds
         self._seen: set[str] = set()
         self._running: set[str] = set()
         self._lock = threading.Lock()
@@ -210,7 +219,11 @@ class BatchExecutor:
     def _execute(self, job_id: str) -> None:
         try:
             spec = read_job_spec(job_id, self._region)
+            if spec.vcpus > self._max_vcpus:
+                self._cancel_stuck(spec)
+                return
             self._on_job_event("RUNNING", spec, None)
+            self._lambdas.invoke_async(self._notifier_name, self.running_event(spec))
             result = self.run_container(spec)
             self._on_job_event(result.status, spec, result)
             self._lambdas.invoke_async(self._notifier_name, self.state_change_event(result))
@@ -219,6 +232,22 @@ class BatchExecutor:
         finally:
             with self._lock:
                 self._running.discard(job_id)
+
+    def _cancel_stuck(self, spec: JobSpec) -> None:
+        """Hold a job no compute environment can place in RUNNABLE, then cancel it as the queue's time limit does."""
+        self._on_job_event("RUNNABLE", spec, None)
+        self._stop.wait(self._runnable_timeout_seconds)
+        now = _epoch_millis()
+        result = JobResult(spec, "FAILED", None, None, self._log_folder, now, now)
+        event = self.state_change_event(result)
+        event["detail"]["attempts"] = []
+        event["detail"]["container"].pop("exitCode", None)
+        event["detail"]["statusReason"] = (
+            f"MISCONFIGURATION:JOB_RESOURCE_REQUIREMENT - The job asks for {spec.vcpus:g} vCPUs, more than the "
+            f"{self._max_vcpus:g} of the compute environment; cancelled after {self._runnable_timeout_seconds:g} s in RUNNABLE"
+        )
+        self._on_job_event("FAILED", spec, result)
+        self._lambdas.invoke_async(self._notifier_name, event)
 
     def run_container(self, spec: JobSpec) -> JobResult:
         """Run the container's entry point as a subprocess with the job's environment."""
@@ -253,6 +282,16 @@ class BatchExecutor:
         if status == "FAILED":
             reason = stderr_lines[-1] if stderr_lines else f"exit code {completed.returncode}"
         return JobResult(spec, status, completed.returncode, reason, log_path, started_at, _epoch_millis())
+
+    def running_event(self, spec: JobSpec) -> dict:
+        """The EventBridge event AWS Batch sends when a job starts running."""
+        started_at = _epoch_millis()
+        result = JobResult(spec, "RUNNING", None, None, self._log_folder, started_at, started_at)
+        event = self.state_change_event(result)
+        event["detail"]["attempts"] = []
+        event["detail"].pop("stoppedAt", None)
+        event["detail"].pop("statusReason", None)
+        return event
 
     def state_change_event(self, result: JobResult) -> dict:
         """The EventBridge event AWS Batch sends when a job ends."""

@@ -71,6 +71,7 @@ class LocalStack:
         allowed_repositories: str = "*",
         tag_policy: str = "ignore",
         limits: dict[str, int] | None = None,
+        runnable_timeout_seconds: float = 30,
     ):
         self.repos_root = Path(repos_root)
         self.workdir = Path(workdir)
@@ -85,6 +86,8 @@ class LocalStack:
         # The template's defaults: 100 MiB per file, 10,000 files, 1 GiB per run.
         self.limits = {"max_file_bytes": 100 * 1024**2, "max_files": 10_000, "max_checkout_bytes": 1024**3}
         self.limits.update(limits or {})
+        # A job that needs more vCPUs than the local compute environment (4) waits this long in RUNNABLE.
+        self.runnable_timeout_seconds = runnable_timeout_seconds
         self.region = motoserver.REGION
         self.job_listeners: list[Callable[[str, JobSpec, JobResult | None], None]] = []
         self._exit_stack = ExitStack()
@@ -129,6 +132,11 @@ class LocalStack:
         self.poller = SqsPoller(self.lambdas, FUNCTION_NAMES["submitter"], self.resources.submit_queue_url, self.region)
         self.poller.start()
         self._exit_stack.callback(self.poller.stop)
+        self.dead_letter_poller = SqsPoller(
+            self.lambdas, FUNCTION_NAMES["notifier"], self.resources.submit_dead_letter_queue_url, self.region
+        )
+        self.dead_letter_poller.start()
+        self._exit_stack.callback(self.dead_letter_poller.stop)
 
         self.executor = BatchExecutor(
             self.lambdas,
@@ -138,6 +146,7 @@ class LocalStack:
             self.aws_environment,
             self.workdir / "jobs",
             on_job_event=self._job_event,
+            runnable_timeout_seconds=self.runnable_timeout_seconds,
         )
         self.executor.start()
         self._exit_stack.callback(self.executor.stop)

@@ -52,7 +52,9 @@ def repos(tmp_path_factory):
 def stack(repos, tmp_path_factory):
     root, _ = repos
     work = tmp_path_factory.mktemp("work")
-    with LocalStack(root, work, limits=LIMITS, function_log_path=work / "functions.log") as running:
+    with LocalStack(
+        root, work, limits=LIMITS, runnable_timeout_seconds=1, function_log_path=work / "functions.log"
+    ) as running:
         yield running
 
 
@@ -357,3 +359,20 @@ def test_failure_only_notification_sends_nothing_on_success(stack, sample):
 
     assert run.status == "SUCCEEDED"
     assert emails_about(stack, run.run_id) == []
+
+
+def test_job_stuck_in_runnable_fails_with_reason(stack, sample):
+    # Given a job that asks for more vCPUs than the compute environment has
+    before = head(sample)
+    greedy = "version: 1\njob:\n  vcpu: 16\n  memory: 32768\n"
+    commit = add_commit(sample.path, {"bitbatch.yml": greedy}, "Ask for a big machine")
+
+    # When it is pushed
+    run = deliver(stack, sample, commit, before)
+
+    # Then the queue's time limit cancels it, and one email says it could not start
+    assert run.status == "FAILED"
+    assert run.failure_reason.startswith("the job could not start: MISCONFIGURATION:JOB_RESOURCE_REQUIREMENT")
+    emails = emails_about(stack, run.run_id)
+    assert len(emails) == 1
+    assert "could not start" in emails[0].text

@@ -803,8 +803,8 @@ def test_notifier_unknown_run_ignored(resources):
     assert sent_messages() == []
 
 
-def test_notifier_running_job_ignored(resources):
-    # Given an event for a job that is still running
+def test_notifier_running_job_moves_run(resources):
+    # Given an event for a job that started running
     event = load_event("batch-succeeded.json")
     event["detail"]["status"] = "RUNNING"
     record_run(resources, batch_run_id(event), RunStatus.SUBMITTED)
@@ -812,9 +812,94 @@ def test_notifier_running_job_ignored(resources):
     # When the notifier runs
     result = call_notifier(event)
 
-    # Then the run is untouched and no email is sent
-    assert result["status"] == "ignored"
-    assert run_store(resources).get(batch_run_id(event)).status == RunStatus.SUBMITTED
+    # Then the run is RUNNING, with the time of that stage, and no email is sent
+    run = run_store(resources).get(batch_run_id(event))
+    assert result["emailed"] is False
+    assert run.status == RunStatus.RUNNING
+    assert RunStatus.RUNNING in run.stages
+    assert sent_messages() == []
+
+
+def test_notifier_late_running_event_ignored(resources):
+    event = load_event("batch-succeeded.json")
+    record_run(resources, batch_run_id(event), RunStatus.SUBMITTED)
+    call_notifier(event)
+    event["detail"]["status"] = "RUNNING"
+
+    call_notifier(event)
+
+    assert run_store(resources).get(batch_run_id(event)).status == RunStatus.SUCCEEDED
+    assert len(sent_messages()) == 1
+
+
+def test_notifier_out_of_memory_named(resources):
+    # Given a job killed for using too much memory
+    event = load_event("batch-failed.json")
+    container = event["detail"]["attempts"][-1]["container"]
+    container.update({"exitCode": 137, "reason": "OutOfMemoryError: Container killed due to memory usage"})
+    record_run(resources, batch_run_id(event), RunStatus.RUNNING)
+
+    # When the notifier runs
+    call_notifier(event)
+
+    # Then the reason says so and how to fix it
+    run = run_store(resources).get(batch_run_id(event))
+    assert run.status == RunStatus.FAILED
+    assert "ran out of memory (exit code 137)" in run.failure_reason
+    assert "job.memory" in run.failure_reason
+    assert "ran out of memory" in body_text(sent_messages()[0])
+
+
+def test_notifier_job_that_never_started(resources):
+    # Given a job the job queue cancelled after it waited in RUNNABLE
+    event = load_event("batch-failed.json")
+    event["detail"]["attempts"] = []
+    event["detail"].pop("container", None)
+    event["detail"]["statusReason"] = "CAPACITY:INSUFFICIENT_INSTANCE_CAPACITY - Service cannot fulfill the capacity requested"
+    record_run(resources, batch_run_id(event), RunStatus.SUBMITTED)
+
+    # When the notifier runs
+    call_notifier(event)
+
+    # Then the email says the job could not start, with Batch's reason
+    run = run_store(resources).get(batch_run_id(event))
+    assert run.failure_reason.startswith("the job could not start: CAPACITY:INSUFFICIENT_INSTANCE_CAPACITY")
+    assert len(sent_messages()) == 1
+
+
+def test_notifier_dead_letter_message_fails_run(resources):
+    # Given a submit message that failed on every delivery and reached the dead-letter queue
+    run_id = "20261204T194832Z-0a1b2c3d4e5f"
+    record_run(resources, run_id, RunStatus.QUEUED)
+    event = load_event("sqs-submit.json")
+    event["Records"] = event["Records"][:1]
+    event["Records"][0]["body"] = json.dumps({"run_id": run_id})
+
+    # When the notifier receives it
+    result = call_notifier(event)
+
+    # Then the run failed with the reason and one email went out
+    assert result == {"batchItemFailures": []}
+    run = run_store(resources).get(run_id)
+    assert run.status == RunStatus.FAILED
+    assert "could not be submitted to AWS Batch" in run.failure_reason
+    assert len(sent_messages()) == 1
+
+
+def test_notifier_ses_rejection_recorded_not_retried(resources):
+    # Given a sender that SES does not know (as in the sandbox, for an unverified identity)
+    event = load_event("batch-succeeded.json")
+    record_run(resources, batch_run_id(event), RunStatus.RUNNING)
+    boto3.client("sesv2").delete_email_identity(EmailIdentity=resources.sender_address)
+
+    # When the notifier runs
+    result = call_notifier(event)
+
+    # Then it returns normally (no retry), and the run records why the email failed
+    run = run_store(resources).get(batch_run_id(event))
+    assert result["emailed"] is False
+    assert run.status == RunStatus.SUCCEEDED
+    assert "MessageRejected" in run.notification_error
     assert sent_messages() == []
 
 

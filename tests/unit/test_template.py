@@ -223,11 +223,11 @@ def test_notifier_rule_filters_our_job_queue(template):
     assert len(rules) == 1
     pattern = rules[0]["Properties"]["Pattern"]
 
-    # Then it matches final Batch job states of our job queue only
+    # Then it matches the RUNNING and final Batch job states of our job queue only
     assert pattern["source"] == ["aws.batch"]
     assert pattern["detail-type"] == ["Batch Job State Change"]
     assert pattern["detail"]["jobQueue"] == [{"Ref": "JobQueue"}]
-    assert sorted(pattern["detail"]["status"]) == ["FAILED", "SUCCEEDED"]
+    assert sorted(pattern["detail"]["status"]) == ["FAILED", "RUNNING", "SUCCEEDED"]
     assert resources["JobQueue"]["Type"] == "AWS::Batch::JobQueue"
 
 
