@@ -12,6 +12,7 @@ import logging
 import os
 import secrets
 import time
+import warnings
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -319,3 +320,6 @@ def _stdout():
 
 
 logging.getLogger("bitbatch_local").addHandler(logging.NullHandler())
+# Powertools warns on every invocation that recorded no metric (a RUNNING event, a
+# repeated message); on the local stack that would fill the terminal.
+warnings.filterwarnings("ignore", message="No application metrics to publish", category=UserWarning)
