@@ -23,6 +23,7 @@ from dulwich.errors import GitProtocolError, HangupException, NotGitRepository
 from dulwich.objects import S_ISGITLINK
 from dulwich.repo import Repo
 
+from bitbatch.credentials import Credentials
 from bitbatch.observability import logger
 
 # Depth of the ref fetch used when the server will not send a commit by id.
@@ -66,15 +67,6 @@ class Change:
     change: str  # "add", "modify", "delete" or "rename"
     path: str  # the path after the change (the old path for a deletion)
     old_path: str | None = None  # set for renames
-
-
-@dataclass(frozen=True)
-class Credentials:
-    username: str
-    password: str
-
-    def __repr__(self) -> str:  # keep the token out of any log or traceback
-        return f"Credentials(username={self.username!r}, password=<hidden>)"
 
 
 @dataclass

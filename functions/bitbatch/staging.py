@@ -15,8 +15,6 @@ from bitbatch.model import Run, RunStatus, input_prefix, output_prefix
 from bitbatch.observability import logger, metrics
 from bitbatch.runs import RunStore, TransitionRejected
 
-# Bitbucket Cloud takes an access token as the password of this literal user name.
-BITBUCKET_TOKEN_USERNAME = "x-token-auth"
 # Characters S3 documents as safe in keys; others in a path are percent-encoded.
 SAFE_KEY_CHARACTERS = "/-_.!*'()"
 
@@ -56,25 +54,6 @@ class SubmitQueue:
     def send(self, run: Run) -> None:
         message = {"run_id": run.run_id, "input_prefix": run.input_prefix, "output_prefix": run.output_prefix}
         self._sqs.send_message(QueueUrl=self._queue_url, MessageBody=json.dumps(message))
-
-
-def read_credentials(secret_value: str) -> checkout.Credentials:
-    """Read the token secret: a bare token, or JSON {"username": ..., "token": ...}.
-
-    Bitbucket Data Center HTTP access tokens go with the user name of their
-    owner, so the JSON form lets the secret name it.
-    """
-    text = secret_value.strip()
-    if text.startswith("{"):
-        try:
-            document = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise ValueError("the Bitbucket token secret starts with { but is not valid JSON") from error
-        username, token = document.get("username"), document.get("token")
-        if not isinstance(username, str) or not isinstance(token, str) or not username or not token:
-            raise ValueError('the Bitbucket token secret must be a bare token or {"username": "...", "token": "..."}')
-        return checkout.Credentials(username, token)
-    return checkout.Credentials(BITBUCKET_TOKEN_USERNAME, text)
 
 
 def artifact_key(path: str, suffix: str) -> str:

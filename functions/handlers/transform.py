@@ -17,6 +17,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from bitbatch import links, staging
 from bitbatch.artifacts import ArtifactStore
+from bitbatch.credentials import read_credentials
 from bitbatch.model import RunStatus
 from bitbatch.observability import bind_run, logger, metrics, tracer
 from bitbatch.outcomes import RUN_FAILED_DETAIL_TYPE, RUN_FAILED_SOURCE
@@ -90,7 +91,7 @@ def lambda_handler(event: dict, context: LambdaContext) -> dict:
     clone_url = links.clone_url(
         run.product, run.repository, deps.settings.git_base_url, deps.settings.data_center_base_url or None
     )
-    credentials = staging.read_credentials(deps.secrets.read(deps.settings.bitbucket_token_secret_arn))
+    credentials = read_credentials(deps.secrets.read(deps.settings.bitbucket_token_secret_arn))
     try:
         result = staging.stage_run(
             run,
