@@ -18,18 +18,21 @@ PYTHON313 := $(shell \
 
 VENV := .venv
 SAM_VENV := .venv-sam
+CHECKOV_VENV := .venv-checkov
 PY := $(VENV)/bin/python
 SAM := $(SAM_VENV)/bin/sam
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: help venv demo serve test lint build clean
+.PHONY: help venv tools demo serve test lint build build-image clean
 
 help:
 	@echo "make demo   run one real push through the whole pipeline on this machine"
 	@echo "make serve  keep the local stack running (PORT=, SECRET=, REPOS=<dir>)"
 	@echo "make test   run unit, handler and end-to-end tests (no AWS account needed)"
-	@echo "make lint   ruff on the Python code, sam validate --lint and cfn-lint on template.yaml"
+	@echo "make lint   ruff, sam validate --lint, cfn-lint and checkov on the templates, hadolint on the Dockerfile"
 	@echo "make build  sam build (no container needed)"
+	@echo "make tools  install every pinned tool: .venv, .venv-sam and .venv-checkov"
+	@echo "make build-image IMAGE=<repository-uri>:<tag>  docker build of the job image for linux/amd64"
 
 check-python:
 	@if [ -z "$(PYTHON313)" ]; then \
@@ -50,7 +53,17 @@ $(SAM_VENV)/.installed: requirements-sam.txt | check-python
 	$(SAM_VENV)/bin/python -m pip install --quiet -r requirements-sam.txt
 	touch $@
 
+# checkov pins older versions of packages that aws-sam-cli needs too, so it gets its own environment.
+$(CHECKOV_VENV)/.installed: requirements-checkov.txt | check-python
+	"$(PYTHON313)" -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet -r requirements-checkov.txt
+	touch $@
+
 venv: $(VENV)/.installed
+
+# Every pinned tool the checks use; CodeBuild installs them in its install phase.
+tools: $(VENV)/.installed $(SAM_VENV)/.installed $(CHECKOV_VENV)/.installed
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/python -m bitbatch_local demo $(if $(REPO),--repo "$(REPO)")
@@ -61,13 +74,27 @@ serve: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
-lint: $(SAM_VENV)/.installed $(VENV)/.installed
-	$(VENV)/bin/ruff check functions container local tests
+# BC_SKIP_MAPPING=TRUE stops checkov from fetching its check metadata over the network.
+# Each finding checkov accepts is suppressed in the template, next to the resource, with its reason.
+lint: $(SAM_VENV)/.installed $(VENV)/.installed $(CHECKOV_VENV)/.installed
+	$(VENV)/bin/ruff check functions container local tests cicd cli bench
 	$(SAM) validate --lint --template-file template.yaml --region us-east-1
-	$(SAM_VENV)/bin/cfn-lint template.yaml
+	$(SAM) validate --lint --template-file cicd/template.yaml --region us-east-1
+	$(SAM_VENV)/bin/cfn-lint template.yaml cicd/template.yaml
+	BC_SKIP_MAPPING=TRUE $(CHECKOV_VENV)/bin/checkov --quiet --compact --skip-path .aws-sam \
+	  --framework cloudformation --file template.yaml --file cicd/template.yaml
+	$(CHECKOV_VENV)/bin/hadolint container/Dockerfile
 
 build: $(SAM_VENV)/.installed $(VENV)/.installed
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(SAM) build --template-file template.yaml
 
+# The job definition runs on X86_64, so the image is built for linux/amd64 on any machine.
+build-image:
+	@if [ -z "$(IMAGE)" ]; then \
+	  echo "error: IMAGE is missing. Run make build-image IMAGE=<repository-uri>:<tag>, for example IMAGE=bitbatch-job:dev." >&2; \
+	  exit 1; \
+	fi
+	docker build --platform linux/amd64 --tag "$(IMAGE)" container/
+
 clean:
-	rm -rf $(VENV) $(SAM_VENV) .aws-sam .pytest_cache .local
+	rm -rf $(VENV) $(SAM_VENV) $(CHECKOV_VENV) .aws-sam .pytest_cache .local

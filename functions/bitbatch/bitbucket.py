@@ -8,6 +8,16 @@ from typing import Any
 from bitbatch.model import CLOUD, DATA_CENTER, Push, RefChange
 
 COMMIT_PATTERN = re.compile(r"^[0-9a-f]{40}$")
+# Bitbucket Cloud workspace and repository slugs; "." and ".." are refused separately.
+CLOUD_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+# Data Center project keys (a personal project is ~user) and repository slugs.
+PROJECT_KEY_PATTERN = re.compile(r"^~?[A-Za-z0-9_-]{1,128}$")
+SLUG_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+# What `git check-ref-format` refuses in a ref name: control characters, space,
+# ~ ^ : ? * [ \, "..", "@{", "//", a leading or trailing "/" or ".", and ".lock" at the end.
+REF_NAME_FORBIDDEN = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|@\{|//|^[/.]|[/.]$|\.lock$|/\.")
+MAX_REF_NAME_LENGTH = 255
+MAX_DISPLAY_NAME_LENGTH = 255
 ZERO_COMMIT = "0" * 40
 REF_PREFIXES = {"branch": "refs/heads/", "tag": "refs/tags/"}
 
@@ -53,6 +63,33 @@ def _join(where: str, path: str) -> str:
     return f"{where}.{path}" if where else path
 
 
+def _check_ref_name(name: str, field_path: str) -> str:
+    if len(name) > MAX_REF_NAME_LENGTH or REF_NAME_FORBIDDEN.search(name):
+        raise PayloadError(
+            f"field {field_path} is not a valid git ref name ({name!r:.80}); "
+            "git refuses spaces, control characters, '..', '~^:?*[\\' and names over 255 characters"
+        )
+    return name
+
+
+def _cloud_repository(payload: dict) -> str:
+    full_name = _text(payload, "repository.full_name")
+    owner, _, slug = full_name.partition("/")
+    for part in (owner, slug):
+        if not CLOUD_NAME_PATTERN.match(part) or part in (".", ".."):
+            raise PayloadError(
+                f"field repository.full_name must be workspace/slug of letters, digits, '.', '_' and '-', "
+                f"got {full_name!r:.80}"
+            )
+    return full_name
+
+
+def _display_name(value: Any) -> str:
+    """Return a person's display name, as one line of at most MAX_DISPLAY_NAME_LENGTH characters."""
+    text = value if isinstance(value, str) and value.strip() else "unknown"
+    return " ".join(text.split())[:MAX_DISPLAY_NAME_LENGTH]
+
+
 def _optional(container: Any, *keys: str) -> Any:
     for key in keys:
         if not isinstance(container, dict):
@@ -87,9 +124,11 @@ def parse_cloud_push(payload: Any) -> Push:
     if not isinstance(payload, dict):
         raise PayloadError("the push payload must be a JSON object")
 
-    repository = _text(payload, "repository.full_name")
-    repository_uuid = _optional(payload, "repository", "uuid") or repository
-    actor_name = _optional(payload, "actor", "display_name") or _optional(payload, "actor", "nickname") or "unknown"
+    repository = _cloud_repository(payload)
+    repository_uuid = _optional(payload, "repository", "uuid")
+    if not isinstance(repository_uuid, str) or not 0 < len(repository_uuid) <= 64:
+        repository_uuid = repository
+    actor_name = _display_name(_optional(payload, "actor", "display_name") or _optional(payload, "actor", "nickname"))
     raw_changes = _changes_list(payload, "push.changes")
 
     changes = []
@@ -110,8 +149,8 @@ def parse_cloud_push(payload: Any) -> Push:
     return Push(
         product=CLOUD,
         repository=repository,
-        repository_uuid=str(repository_uuid),
-        actor_name=str(actor_name),
+        repository_uuid=repository_uuid,
+        actor_name=actor_name,
         changes=changes,
         ignored_changes=ignored,
     )
@@ -123,7 +162,7 @@ def _read_cloud_change(raw_change: dict, new: Any, where: str) -> RefChange:
     ref_type = _text(new, "type", f"{where}.new")
     if ref_type not in REF_PREFIXES:
         raise PayloadError(f"field {where}.new.type must be 'branch' or 'tag', got {ref_type!r:.40}")
-    ref_name = _text(new, "name", f"{where}.new")
+    ref_name = _check_ref_name(_text(new, "name", f"{where}.new"), f"{where}.new.name")
     commit = _commit(new, "target.hash", f"{where}.new")
 
     old = raw_change.get("old")
@@ -136,7 +175,7 @@ def _read_cloud_change(raw_change: dict, new: Any, where: str) -> RefChange:
         ref_type=ref_type,
         commit=commit,
         previous_commit=previous_commit,
-        commit_url=_optional(new, "target", "links", "html", "href"),
+        commit_url=None,  # built from configuration by the webhook, never taken from the payload
         author=author if isinstance(author, str) else None,
         forced=bool(raw_change.get("forced")),
         truncated=bool(raw_change.get("truncated")),
@@ -157,10 +196,20 @@ def parse_data_center_push(payload: Any) -> Push:
 
     project_key = _text(payload, "repository.project.key")
     slug = _text(payload, "repository.slug")
+    if not PROJECT_KEY_PATTERN.match(project_key):
+        raise PayloadError(
+            f"field repository.project.key must be letters, digits, '_' and '-', got {project_key!r:.80} "
+            f"(repository {project_key:.80}/{slug:.80})"
+        )
+    if not SLUG_PATTERN.match(slug) or slug in (".", ".."):
+        raise PayloadError(
+            f"field repository.slug must be letters, digits, '.', '_' and '-', got {slug!r:.80} "
+            f"(repository {project_key:.80}/{slug:.80})"
+        )
     repository = f"{project_key}/{slug}"
     repository_id = _optional(payload, "repository", "id")
     actor = payload.get("actor") if isinstance(payload.get("actor"), dict) else {}
-    actor_name = actor.get("displayName") or actor.get("name") or "unknown"
+    actor_name = _display_name(actor.get("displayName") or actor.get("name"))
     actor_email = actor.get("emailAddress") if isinstance(actor.get("emailAddress"), str) else None
 
     changes = []
@@ -184,7 +233,7 @@ def parse_data_center_push(payload: Any) -> Push:
         product=DATA_CENTER,
         repository=repository,
         repository_uuid=f"data-center:{repository_id}" if repository_id is not None else repository,
-        actor_name=str(actor_name),
+        actor_name=actor_name,
         changes=changes,
         ignored_changes=ignored,
         actor_email=actor_email,
@@ -194,6 +243,7 @@ def parse_data_center_push(payload: Any) -> Push:
 def _read_data_center_change(raw_change: dict, where: str) -> RefChange:
     ref_id = _text(raw_change, "ref.id", where)
     raw_type = _text(raw_change, "ref.type", where)
+    ref_name = _check_ref_name(ref_id.split("/", 2)[-1], f"{where}.ref.id")
     ref_type = DATA_CENTER_REF_TYPES.get(raw_type)
     if ref_type is None:
         raise PayloadError(f"field {where}.ref.type must be BRANCH or TAG, got {raw_type!r:.40}")
@@ -206,10 +256,9 @@ def _read_data_center_change(raw_change: dict, where: str) -> RefChange:
     if from_hash and from_hash != ZERO_COMMIT:
         previous_commit = _commit(raw_change, "fromHash", where)
 
-    display_id = raw_change["ref"].get("displayId")
     return RefChange(
         ref=ref_id,
-        ref_name=display_id if isinstance(display_id, str) and display_id else ref_id.split("/", 2)[-1],
+        ref_name=ref_name,
         ref_type=ref_type,
         commit=commit,
         previous_commit=previous_commit,

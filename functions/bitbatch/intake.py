@@ -54,6 +54,7 @@ class WebhookPolicy:
     allowed_repositories: tuple[str, ...]  # globs on workspace/slug (Cloud) or PROJECT/slug (Data Center)
     run_tags: bool
     data_center_base_url: str | None
+    cloud_base_url: str = "https://bitbucket.org"
 
 
 class SignatureChecker(Protocol):
@@ -98,8 +99,15 @@ def _is_json_media_type(content_type: str | None) -> bool:
 
 
 def is_allowed(repository: str, patterns: tuple[str, ...]) -> bool:
-    name = repository.lower()
-    return any(fnmatchcase(name, pattern.lower()) for pattern in patterns)
+    """Match workspace/slug against globs; `*` does not cross the `/` between them."""
+    owner, _, slug = repository.lower().partition("/")
+    for pattern in patterns:
+        pattern_owner, separator, pattern_slug = pattern.lower().partition("/")
+        if not separator and pattern_owner == "*":
+            return True
+        if separator and fnmatchcase(owner, pattern_owner) and fnmatchcase(slug, pattern_slug):
+            return True
+    return False
 
 
 def receive(delivery: Delivery, policy: WebhookPolicy, signatures: SignatureChecker | None, starter: RunStarter) -> Answer:
@@ -134,6 +142,8 @@ def receive(delivery: Delivery, policy: WebhookPolicy, signatures: SignatureChec
         payload = json.loads(delivery.body)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         return _error(400, f"body is not valid JSON: {error}")
+    except RecursionError:
+        return _error(400, "body is not valid JSON for a Bitbucket payload: it is nested too deeply")
     try:
         push = bitbucket.parse_push(event_key, payload)
     except bitbucket.PayloadError as error:
@@ -192,11 +202,13 @@ class RunStarter:
         persistence_store,
         duplicate_window_seconds: int,
         data_center_base_url: str | None,
+        cloud_base_url: str = "https://bitbucket.org",
     ):
         self._store = store
         self._invoker = invoker
         self._retention_days = retention_days
         self._data_center_base_url = data_center_base_url
+        self._cloud_base_url = cloud_base_url
         self._config = IdempotencyConfig(expires_after_seconds=duplicate_window_seconds)
         self._start_once: Callable[..., dict] = idempotent_function(
             self._create_and_start,
@@ -235,6 +247,10 @@ class RunStarter:
         bind_run(run.log_keys)
         try:
             self._store.create(run, self._retention_days)
+            logger.info("run received", extra={"delivery_id": delivery_id})
+            metrics.add_metric(name="RunsReceived", unit="Count", value=1)
+            # Nothing that can raise follows the start: an exception here removes the
+            # idempotency record, and Bitbucket's retry would start the run a second time.
             self._invoker.start(run.run_id)
         except (ClientError, BotoCoreError) as error:
             # Raising removes the idempotency record, so Bitbucket's retry starts the run.
@@ -242,15 +258,14 @@ class RunStarter:
             raise DependencyUnavailable(f"could not start a run for {change.ref}: {type(error).__name__}") from error
         finally:
             unbind_run()
-        logger.info("run received", extra={**run.log_keys, "delivery_id": delivery_id})
-        metrics.add_metric(name="RunsReceived", unit="Count", value=1)
         created.append(run.run_id)
         return {"run_id": run.run_id, "repository": run.repository, "ref": run.ref, "commit": run.commit}
 
     def _new_run(self, push: Push, change: RefChange, delivery_id: str | None) -> Run:
-        commit_url = change.commit_url
-        if push.product == DATA_CENTER and self._data_center_base_url:
+        if push.product == DATA_CENTER:
             commit_url = links.data_center_commit_url(self._data_center_base_url, push.repository, change.commit)
+        else:
+            commit_url = links.cloud_commit_url(self._cloud_base_url, push.repository, change.commit)
         pusher_email = parse_author_email(push.actor_email) or parse_author_email(change.author)
         return Run(
             run_id=new_run_id(),

@@ -34,6 +34,11 @@ def clone_url(product: str, repository: str, cloud_base_url: str, data_center_ba
     raise ValueError(f"unknown Bitbucket product {product!r}")
 
 
+def cloud_commit_url(base_url: str, repository: str, commit: str) -> str:
+    workspace, slug = _split(repository)
+    return f"{base_url.rstrip('/')}/{workspace}/{slug}/commits/{commit}"
+
+
 def data_center_commit_url(base_url: str, repository: str, commit: str) -> str:
     project_key, slug = _split(repository)
     return f"{base_url.rstrip('/')}/projects/{project_key}/repos/{slug}/commits/{commit}"

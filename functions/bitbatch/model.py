@@ -88,11 +88,16 @@ class Run:
     output_prefix: str | None = None
     job_id: str | None = None
     job_name: str | None = None
+    log_stream: str | None = None  # CloudWatch Logs stream of the job's container, from the Batch event
     failure_reason: str | None = None
     config: dict | None = None  # what later stages need from bitbatch.yml, see PipelineConfig.to_summary
     notified_status: str | None = None
     notification_error: str | None = None  # why SES refused the email, when it did
     expires_at: int | None = None  # DynamoDB TTL, seconds since the epoch
+    attempt: int = 1  # 1 for the push, one more for each `bitbatch runs retry`
+    # Earlier attempts, oldest first: {attempt, status, failure_reason, job_id, log_stream, started_at, finished_at},
+    # each without the keys that had no value.
+    previous_attempts: list[dict] = field(default_factory=list)
 
     @property
     def short_commit(self) -> str:
@@ -116,6 +121,13 @@ class Run:
                 values[run_field.name] = None
         if "expires_at" in values:
             values["expires_at"] = int(values["expires_at"])
+        # DynamoDB returns numbers as Decimal.
+        if "attempt" in values:
+            values["attempt"] = int(values["attempt"])
+        if "previous_attempts" in values:
+            values["previous_attempts"] = [
+                {**entry, "attempt": int(entry["attempt"])} for entry in values["previous_attempts"]
+            ]
         return cls(**values)
 
 

@@ -11,6 +11,7 @@ change moves the run forward and sends nothing.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from botocore.exceptions import ClientError
@@ -19,7 +20,7 @@ from bitbatch.model import Run, RunStatus
 from bitbatch.notifications import Email, Mailer, render_email
 from bitbatch.observability import bind_run, logger, metrics
 from bitbatch.runs import RunStore, TransitionRejected
-from bitbatch.submission import run_id_from_job_name
+from bitbatch.submission import parse_job_name, run_id_from_job_name
 
 REPORT_FILE = "report.html"
 RUN_SUMMARY_FILE = "run-summary.json"  # written by the container, names the file to link to
@@ -43,6 +44,9 @@ class Outcome:
     run_id: str
     status: RunStatus
     reason: str | None
+    log_stream: str | None = None  # the job container's CloudWatch Logs stream, from a Batch event
+    # The run attempt the event belongs to, when the event names it (see finish_run).
+    attempt: int | None = None
 
 
 def read_batch_event(event: dict) -> Outcome:
@@ -53,13 +57,25 @@ def read_batch_event(event: dict) -> Outcome:
 
     parameters = detail.get("parameters") or {}
     run_id = parameters.get("run_id") or run_id_from_job_name(detail.get("jobName"))
+    parsed_name = parse_job_name(detail.get("jobName"))
+    attempt = parsed_name[1] if parsed_name else None
     if not run_id:
         raise EventError(f"job {detail.get('jobName')!r} carries no bitbatch run id")
 
     reason = None
     if status is RunStatus.FAILED:
         reason = _batch_failure_reason(detail)
-    return Outcome(run_id=run_id, status=status, reason=reason)
+    return Outcome(run_id=run_id, status=status, reason=reason, log_stream=_log_stream(detail), attempt=attempt)
+
+
+def _log_stream(detail: dict) -> str | None:
+    """Return the last attempt's log stream, else the job's; a job that never started has none."""
+    attempts = detail.get("attempts") or []
+    for container in ((attempts[-1].get("container") if attempts else None), detail.get("container")):
+        stream = (container or {}).get("logStreamName")
+        if isinstance(stream, str) and stream:
+            return stream
+    return None
 
 
 # Exit code of a process killed by SIGKILL, which is how a container out of memory ends.
@@ -107,7 +123,11 @@ def read_destination_record(event: dict) -> Outcome:
         reason = f"preparing the input failed: {response['errorMessage']}"
     else:
         reason = f"preparing the input failed ({condition})"
-    return Outcome(run_id=run_id, status=RunStatus.FAILED, reason=reason)
+    # The webhook starts attempt 1 with {"run_id"} only, and `bitbatch runs retry` adds the attempt.
+    attempt = payload.get("attempt", 1)
+    return Outcome(
+        run_id=run_id, status=RunStatus.FAILED, reason=reason, attempt=attempt if isinstance(attempt, int) else None
+    )
 
 
 def read_dead_letter_message(body: str) -> Outcome:
@@ -169,12 +189,33 @@ class OutputLinks:
         )
 
 
-def finish_run(outcome: Outcome, store: RunStore, mailer: Mailer, links: OutputLinks, fallback_recipient: str) -> Email | None:
-    """Move the run to its terminal status and send one email for it; None if already sent."""
+def finish_run(
+    outcome: Outcome,
+    store: RunStore,
+    mailer: Mailer,
+    links: OutputLinks,
+    fallback_recipient: str,
+    run_page_url: Callable[[str], str] | None = None,
+) -> Email | None:
+    """Move the run to its terminal status and send one email for it; None if already sent.
+
+    run_page_url(run_id) returns the signed run page link the email carries; without it
+    the email links to the result file with a presigned S3 URL.
+    """
     run = store.get(outcome.run_id)
     bind_run(run.log_keys)
+    # A retried run starts again from RECEIVED, so a late copy of an earlier attempt's
+    # event must not move it. NOTE: submit-queue messages and the transform's Run Failed
+    # events carry no attempt, so a late copy of one of those can still end a retried run.
+    if outcome.attempt is not None and outcome.attempt != run.attempt:
+        logger.warning(
+            "event of an earlier attempt ignored", extra={"event_attempt": outcome.attempt, "attempt": run.attempt}
+        )
+        return None
 
     attributes = {"failure_reason": outcome.reason} if outcome.reason else {}
+    if outcome.log_stream:
+        attributes["log_stream"] = outcome.log_stream
     if outcome.status == RunStatus.RUNNING:
         try:
             store.advance(run.run_id, RunStatus.RUNNING, (RunStatus.SUBMITTED,))
@@ -200,7 +241,12 @@ def finish_run(outcome: Outcome, store: RunStore, mailer: Mailer, links: OutputL
         logger.info("email for this status already sent; repeated event ignored")
         return None
 
-    email = _compose(run, links, fallback_recipient)
+    try:
+        # Making the run page link reads the link key and the API's URL, which can fail.
+        email = _compose(run, links, fallback_recipient, run_page_url)
+    except Exception:
+        store.clear_notified(run.run_id)
+        raise
     try:
         message_id = mailer.send(email)
     except ClientError as error:
@@ -228,7 +274,7 @@ def finish_run(outcome: Outcome, store: RunStore, mailer: Mailer, links: OutputL
 OUTCOME_NAMES = {RunStatus.SUCCEEDED: "success", RunStatus.FAILED: "failure"}
 
 
-def _compose(run: Run, links: OutputLinks, fallback_recipient: str) -> Email:
+def _compose(run: Run, links: OutputLinks, fallback_recipient: str, run_page_url: Callable[[str], str] | None) -> Email:
     recipients = [run.pusher_email or fallback_recipient]
     for extra in (run.config or {}).get("recipients") or ():
         if extra not in recipients:
@@ -238,5 +284,9 @@ def _compose(run: Run, links: OutputLinks, fallback_recipient: str) -> Email:
         result_file = links.result_file(run)
         if result_file:
             key = run.output_prefix + result_file
-            link, uri = links.link(key), links.uri(key)
+            uri = links.uri(key)
+            link = None if run_page_url else links.link(key)
+    # The run page signs fresh S3 links when it is opened, so its link outlives the notifier's credentials.
+    if run_page_url:
+        link = run_page_url(run.run_id)
     return render_email(run, recipients, link, uri)

@@ -88,6 +88,7 @@ class WebhookSettings(_FromEnvironment):
     allowed_repositories: str = env("ALLOWED_REPOSITORIES", "*")
     tag_policy: str = env("TAG_POLICY", "ignore")
     data_center_base_url: str = env("DATA_CENTER_BASE_URL", "")
+    git_base_url: str = env("GIT_BASE_URL", "https://bitbucket.org")
     retention_days: str = env("RETENTION_DAYS", "30")
     duplicate_window_seconds: str = env("DUPLICATE_WINDOW_SECONDS", "86400")
 
@@ -105,6 +106,11 @@ class WebhookSettings(_FromEnvironment):
         if not self.repository_patterns:
             raise SettingsError("environment variable ALLOWED_REPOSITORIES lists no pattern; use * to allow every repository")
         _optional_url("DATA_CENTER_BASE_URL", self.data_center_base_url)
+        if not _has_host(self.git_base_url):
+            raise SettingsError(
+                f"environment variable GIT_BASE_URL={self.git_base_url!r} must be an https:// URL with a host, "
+                "for example https://bitbucket.org"
+            )
 
     @property
     def repository_patterns(self) -> tuple[str, ...]:
@@ -155,11 +161,26 @@ class NotifierSettings(_FromEnvironment):
     sender_address: str = env("SENDER_ADDRESS")
     fallback_recipient: str = env("FALLBACK_RECIPIENT")
     link_expiry_seconds: str = env("LINK_EXPIRY_SECONDS", "604800")
+    # Name of the SSM parameter that contains the HTTP API's URL. The notifier cannot reference the API
+    # itself: the API's routes depend on the webhook function, which depends (through the transform)
+    # on the notifier, and CloudFormation rejects that cycle.
+    api_base_url_parameter: str = env("API_BASE_URL_PARAMETER")
+    run_link_key_secret_arn: str = env("RUN_LINK_KEY_SECRET_ARN")
+    run_link_seconds: str = env("RUN_LINK_SECONDS", str(14 * 86400))
 
     def validate(self) -> None:
+        _positive_int("RUN_LINK_SECONDS", self.run_link_seconds)
         seconds = _positive_int("LINK_EXPIRY_SECONDS", self.link_expiry_seconds)
         if seconds > 604800:
             raise SettingsError(
                 f"environment variable LINK_EXPIRY_SECONDS={self.link_expiry_seconds} is above "
                 "604800, the longest lifetime S3 accepts for a presigned URL"
             )
+
+
+@dataclass(frozen=True)
+class RunPageSettings(_FromEnvironment):
+    runs_table: str = env("RUNS_TABLE")
+    artifacts_bucket: str = env("ARTIFACTS_BUCKET")
+    run_link_key_secret_arn: str = env("RUN_LINK_KEY_SECRET_ARN")
+    job_log_group: str = env("JOB_LOG_GROUP")

@@ -10,21 +10,37 @@ from bitbatch.observability import bind_run, logger, metrics
 from bitbatch.runs import RunStore, TransitionRejected
 
 JOB_NAME_PREFIX = "bitbatch-"
-JOB_NAME_PATTERN = re.compile(r"^bitbatch-(?P<run_id>[A-Za-z0-9_-]+)$")
+# bitbatch-<run_id> for a run's first attempt, bitbatch-<run_id>-a<N> for retries. A run id ends in
+# 12 hex digits, so a suffix of "-a" and at most 4 digits cannot be part of it.
+JOB_NAME_PATTERN = re.compile(r"^bitbatch-(?P<run_id>[A-Za-z0-9_-]+?)(?:-a(?P<attempt>[1-9][0-9]{0,3}))?$")
 
 
 class MessageError(ValueError):
     """An SQS message that no retry can make valid."""
 
 
-def job_name(run_id: str) -> str:
-    """Batch job name for a run: letters, digits, hyphens and underscores, at most 128 characters."""
-    return JOB_NAME_PREFIX + run_id
+def job_name(run_id: str, attempt: int = 1) -> str:
+    """Batch job name for one attempt of a run: letters, digits, hyphens and underscores, at most 128 characters.
+
+    Each attempt gets its own name, because the submitter looks a run's job up
+    by name before it submits one.
+    """
+    if attempt == 1:
+        return JOB_NAME_PREFIX + run_id
+    return f"{JOB_NAME_PREFIX}{run_id}-a{attempt}"
+
+
+def parse_job_name(name: str | None) -> tuple[str, int] | None:
+    """Return the run id and attempt a job name carries, or None for a name bitbatch did not make."""
+    match = JOB_NAME_PATTERN.match(name or "")
+    if not match:
+        return None
+    return match.group("run_id"), int(match.group("attempt") or 1)
 
 
 def run_id_from_job_name(name: str | None) -> str | None:
-    match = JOB_NAME_PATTERN.match(name or "")
-    return match.group("run_id") if match else None
+    parsed = parse_job_name(name)
+    return parsed[0] if parsed else None
 
 
 def job_environment(run: Run, bucket: str) -> list[dict[str, str]]:
@@ -69,7 +85,7 @@ class JobSubmitter:
     def submit(self, run: Run) -> str:
         config = run.config or {}
         request = {
-            "jobName": job_name(run.run_id),
+            "jobName": job_name(run.run_id, run.attempt),
             "jobQueue": self._job_queue,
             "jobDefinition": config.get("job_definition") or self._job_definition,
             "parameters": {"run_id": run.run_id},
@@ -79,15 +95,14 @@ class JobSubmitter:
             request["timeout"] = {"attemptDurationSeconds": int(config["job_timeout"])}
         return self._batch.submit_job(**request)["jobId"]
 
-    def find(self, run_id: str) -> str | None:
-        """Return the id of a job already submitted for run_id, if the queue has one."""
+    def find(self, run_id: str, attempt: int = 1) -> str | None:
+        """Return the id of a job already submitted for this attempt of the run, if the queue has one."""
+        name = job_name(run_id, attempt)
         paginator = self._batch.get_paginator("list_jobs")
-        pages = paginator.paginate(
-            jobQueue=self._job_queue, filters=[{"name": "JOB_NAME", "values": [job_name(run_id)]}]
-        )
+        pages = paginator.paginate(jobQueue=self._job_queue, filters=[{"name": "JOB_NAME", "values": [name]}])
         for page in pages:
             for summary in page.get("jobSummaryList", []):
-                if summary.get("jobName") == job_name(run_id):
+                if summary.get("jobName") == name:
                     return summary["jobId"]
         return None
 
@@ -122,22 +137,28 @@ def submit_run(run_id: str, store: RunStore, submitter: JobSubmitter) -> str | N
         return None
 
     if not store.claim_submission(run_id):
-        existing = submitter.find(run_id)
+        existing = submitter.find(run_id, run.attempt)
         if existing is None:
             raise SubmissionInProgress(f"run {run_id} is being submitted by another delivery")
-        _record_job(store, run_id, existing)
+        _record_job(store, run, existing)
         logger.info("found the job an earlier delivery submitted", extra={"job_id": existing})
         return None
 
-    job_id = submitter.find(run_id) or submitter.submit(run)
-    _record_job(store, run_id, job_id)
+    job_id = submitter.find(run_id, run.attempt) or submitter.submit(run)
+    _record_job(store, run, job_id)
     logger.info("job submitted", extra={"job_id": job_id})
     metrics.add_metric(name="JobsSubmitted", unit="Count", value=1)
     return job_id
 
 
-def _record_job(store: RunStore, run_id: str, job_id: str) -> None:
+def _record_job(store: RunStore, run: Run, job_id: str) -> None:
     try:
-        store.advance(run_id, RunStatus.SUBMITTED, (RunStatus.QUEUED,), job_id=job_id, job_name=job_name(run_id))
+        store.advance(
+            run.run_id,
+            RunStatus.SUBMITTED,
+            (RunStatus.QUEUED,),
+            job_id=job_id,
+            job_name=job_name(run.run_id, run.attempt),
+        )
     except TransitionRejected:
         logger.warning("run moved on while its job was submitted", extra={"job_id": job_id})

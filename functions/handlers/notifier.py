@@ -13,13 +13,16 @@ from functools import cache
 import boto3
 from botocore.config import Config
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.parameters import SSMProvider
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from bitbatch import outcomes
 from bitbatch.notifications import Mailer
 from bitbatch.observability import logger, metrics, tracer, unbind_run
+from bitbatch.run_links import RunPageLinks
 from bitbatch.runs import RunNotFound, RunStore
+from bitbatch.secrets import SECRET_CACHE_SECONDS, SecretReader
 from bitbatch.settings import NotifierSettings
 
 processor = BatchProcessor(event_type=EventType.SQS)
@@ -31,11 +34,14 @@ class Dependencies:
     store: RunStore
     mailer: Mailer
     links: outcomes.OutputLinks
+    run_page: RunPageLinks
 
 
 @cache
 def dependencies() -> Dependencies:
     settings = NotifierSettings.from_environ()
+    secrets = SecretReader(boto3.client("secretsmanager"))
+    parameters = SSMProvider(boto3_client=boto3.client("ssm"))
     return Dependencies(
         settings=settings,
         store=RunStore(boto3.resource("dynamodb").Table(settings.runs_table)),
@@ -45,6 +51,11 @@ def dependencies() -> Dependencies:
             settings.artifacts_bucket,
             int(settings.link_expiry_seconds),
         ),
+        run_page=RunPageLinks(
+            read_key=lambda: secrets.read(settings.run_link_key_secret_arn).encode(),
+            read_api_base_url=lambda: parameters.get(settings.api_base_url_parameter, max_age=SECRET_CACHE_SECONDS),
+            lifetime_seconds=int(settings.run_link_seconds),
+        ),
     )
 
 
@@ -52,7 +63,9 @@ def finish_dead_letter(record: SQSRecord) -> None:
     deps = dependencies()
     try:
         outcome = outcomes.read_dead_letter_message(record.body)
-        outcomes.finish_run(outcome, deps.store, deps.mailer, deps.links, deps.settings.fallback_recipient)
+        outcomes.finish_run(
+            outcome, deps.store, deps.mailer, deps.links, deps.settings.fallback_recipient, deps.run_page.url
+        )
     except (outcomes.EventError, RunNotFound) as error:
         # Retrying cannot help; the message stays visible in this log line.
         logger.error("dead-letter message ignored", extra={"message_id": record.message_id, "reason": str(error)})
@@ -77,7 +90,9 @@ def lambda_handler(event: dict, context: LambdaContext) -> dict:
         return {"status": "ignored", "reason": str(error)}
 
     try:
-        email = outcomes.finish_run(outcome, deps.store, deps.mailer, deps.links, deps.settings.fallback_recipient)
+        email = outcomes.finish_run(
+            outcome, deps.store, deps.mailer, deps.links, deps.settings.fallback_recipient, deps.run_page.url
+        )
     except RunNotFound as error:
         logger.error("notifier event for an unknown run ignored", extra={"run_id": outcome.run_id, "reason": str(error)})
         return {"status": "ignored", "reason": str(error)}

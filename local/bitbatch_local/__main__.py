@@ -24,6 +24,8 @@ from bitbatch_local.stack import LocalStack
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 LOCAL_FOLDER = PROJECT_ROOT / ".local"
+# `serve` writes this file while it runs, and `bitbatch ... --local` reads it to find the stack.
+SERVE_FILE = LOCAL_FOLDER / "serve-current.json"
 DEMO_REPOSITORY = "demo-workspace/weather-data"
 
 
@@ -126,12 +128,31 @@ def demo(repo: str | None) -> int:
             say(f"  subject: {sent.subject}")
             links = [line for line in sent.text.splitlines() if line.startswith("http")]
             for link in links:
-                say(f"  link:    {link}")
+                label = "page:" if link.startswith(f"{stack.api_url}/runs/") else "link:"
+                say(f"  {label:<8} {link}")
         say(f"function logs: {function_log}")
         return 0 if run.status == "SUCCEEDED" and emails else 1
 
 
-def serve(port: int, secret: str | None, repos: str | None) -> int:
+def _write_serve_file(path: Path, description: dict) -> None:
+    """Write the stack's endpoints and names in one step, so a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(description, indent=2) + "\n", encoding="utf-8")
+    partial.replace(path)
+
+
+def _remove_serve_file(path: Path) -> None:
+    """Remove the file unless another serve process has written its own since."""
+    try:
+        owner = json.loads(path.read_text(encoding="utf-8")).get("pid")
+    except (OSError, ValueError):
+        return
+    if owner == os.getpid():
+        path.unlink(missing_ok=True)
+
+
+def serve(port: int, secret: str | None, repos: str | None, serve_file: Path = SERVE_FILE) -> int:
     LOCAL_FOLDER.mkdir(exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="serve-", dir=LOCAL_FOLDER))
     if repos:
@@ -152,11 +173,15 @@ def serve(port: int, secret: str | None, repos: str | None) -> int:
         say(f"                with AWS_DEFAULT_REGION={stack.region} and any key pair)")
         say(f"git server:     {stack.git.base_url}  serving {repos_root}")
         say(f"runs table:     {stack.resources.runs_table}   bucket: {stack.resources.bucket}")
+        _write_serve_file(serve_file, stack.describe())
+        say(f"stack details:  {serve_file}  (read by bitbatch ... --local)")
         say("press Ctrl+C to stop")
         try:
             stopped.wait()
         except KeyboardInterrupt:
             pass
+        finally:
+            _remove_serve_file(serve_file)
     return 0
 
 
@@ -169,11 +194,17 @@ def main(argv: list[str] | None = None) -> int:
     serve_parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "0") or 0), help="API port (default: a free one)")
     serve_parser.add_argument("--secret", default=os.environ.get("SECRET"), help="webhook secret (default: generated)")
     serve_parser.add_argument("--repos", help="folder of <workspace>/<slug> repositories to serve")
+    serve_parser.add_argument(
+        "--serve-file",
+        type=Path,
+        default=SERVE_FILE,
+        help=f"where to write the stack's endpoints and names while it runs (default: {SERVE_FILE})",
+    )
     args = parser.parse_args(argv)
 
     if args.command == "demo":
         return demo(args.repo)
-    return serve(args.port, args.secret, args.repos)
+    return serve(args.port, args.secret, args.repos, args.serve_file)
 
 
 if __name__ == "__main__":

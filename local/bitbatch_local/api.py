@@ -8,7 +8,8 @@ import time
 import uuid
 from datetime import UTC, datetime
 from http.server import ThreadingHTTPServer
-from urllib.parse import parse_qsl, urlsplit
+from collections.abc import Iterable
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from bitbatch_local.loopback import QuietHandler, start_server, stop_server
 from bitbatch_local.lambdas import ACCOUNT_ID, FunctionError, LocalLambda
@@ -18,11 +19,52 @@ MAX_BODY_BYTES = 10 * 1024 * 1024
 TEXT_MEDIA_TYPES = ("application/json", "text/", "application/x-www-form-urlencoded")
 
 
-def build_event(method: str, target: str, headers: dict[str, str], body: bytes, route_key: str, source_ip: str) -> dict:
+def match_route(route_keys: Iterable[str], method: str, path: str) -> tuple[str, dict[str, str]] | None:
+    """Return the route key that takes a request, and its path parameters, or None.
+
+    Route paths may contain {name} for one path segment. As in API Gateway, a
+    path with more literal segments wins, then a route for the request's method
+    wins over ANY. Parameter values are percent-decoded.
+    """
+    segments = path.split("/")
+    best = None
+    for route_key in route_keys:
+        route_method, _, route_path = route_key.partition(" ")
+        if route_method not in (method, "ANY"):
+            continue
+        parts = route_path.split("/")
+        if len(parts) != len(segments):
+            continue
+
+        parameters: dict[str, str] = {}
+        for part, segment in zip(parts, segments, strict=True):
+            if part.startswith("{") and part.endswith("}"):
+                if not segment:
+                    break
+                parameters[part[1:-1]] = unquote(segment)
+            elif part != segment:
+                break
+        else:
+            rank = (len(parts) - len(parameters), route_method != "ANY")
+            if best is None or rank > best[0]:
+                best = (rank, route_key, parameters)
+    return None if best is None else (best[1], best[2])
+
+
+def build_event(
+    method: str,
+    target: str,
+    headers: dict[str, str] | list[tuple[str, str]],
+    body: bytes,
+    route_key: str,
+    source_ip: str,
+    path_parameters: dict[str, str] | None = None,
+) -> dict:
     """Build the event API Gateway sends to a Lambda integration, payload format 2.0."""
     parts = urlsplit(target)
     lowered = {}
-    for name, value in headers.items():
+    # API Gateway lower-cases names and joins repeated headers with commas.
+    for name, value in headers.items() if isinstance(headers, dict) else headers:
         key = name.lower()
         lowered[key] = f"{lowered[key]},{value}" if key in lowered else value
     content_type = lowered.get("content-type", "")
@@ -64,13 +106,16 @@ def build_event(method: str, target: str, headers: dict[str, str], body: bytes, 
     }
     if parts.query:
         event["queryStringParameters"] = dict(parse_qsl(parts.query, keep_blank_values=True))
+    if path_parameters:
+        event["pathParameters"] = dict(path_parameters)
     if body:
         event["body"] = encoded_body
     return event
 
 
 class LocalHttpApi:
-    """Routes "METHOD /path" to local functions, like the HttpApi in template.yaml."""
+    """Routes "METHOD /path" (ANY for every method, {name} for a path segment) to local functions,
+    like the HttpApi in template.yaml."""
 
     def __init__(self, lambdas: LocalLambda, routes: dict[str, str]):
         self._lambdas = lambdas
@@ -85,20 +130,27 @@ class LocalHttpApi:
 
             def _handle(self):
                 path = urlsplit(self.path).path
-                route_key = f"{self.command} {path}"
                 length = int(self.headers.get("Content-Length") or 0)
                 if length > MAX_BODY_BYTES:
                     self._send(413, {"content-type": "application/json"}, b'{"message":"Request Entity Too Large"}')
                     return
                 body = self.rfile.read(length) if length else b""
-                if route_key not in api._routes:
-                    route_key = f"ANY {path}"
-                function_name = api._routes.get(route_key)
-                if function_name is None:
+                route = match_route(api._routes, self.command, path)
+                if route is None:
                     self._send(404, {"content-type": "application/json"}, b'{"message":"Not Found"}')
                     return
+                route_key, path_parameters = route
+                function_name = api._routes[route_key]
 
-                event = build_event(self.command, self.path, dict(self.headers.items()), body, route_key, self.client_address[0])
+                event = build_event(
+                    self.command,
+                    self.path,
+                    list(self.headers.items()),
+                    body,
+                    route_key,
+                    self.client_address[0],
+                    path_parameters,
+                )
                 try:
                     result = api._lambdas.invoke(function_name, event)
                 except FunctionError:

@@ -13,9 +13,14 @@ class QuietHandler(BaseHTTPRequestHandler):
         pass
 
 
+class _LoopbackServer(ThreadingHTTPServer):
+    # The standard library's listen backlog of 5 resets connections in a burst of requests.
+    request_queue_size = 128
+
+
 def start_server(handler_class: type[BaseHTTPRequestHandler], port: int, name: str) -> tuple[ThreadingHTTPServer, str]:
     """Serve handler_class in a daemon thread; returns the server and its base URL."""
-    server = ThreadingHTTPServer(("127.0.0.1", port), handler_class)
+    server = _LoopbackServer(("127.0.0.1", port), handler_class)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name=name, daemon=True).start()
     return server, f"http://127.0.0.1:{server.server_address[1]}"

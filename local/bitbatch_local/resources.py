@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 from dataclasses import dataclass
 
 import boto3
@@ -24,6 +25,8 @@ class StackResources:
     job_queue_arn: str
     job_definition_arn: str
     sender_address: str
+    run_link_key_secret_arn: str
+    api_base_url_parameter: str  # SSM parameter name; store_api_base_url fills it once the API listens
 
 
 def create_resources(
@@ -79,6 +82,10 @@ def create_resources(
     token_secret_arn = secretsmanager.create_secret(
         Name=f"{name_prefix}/bitbucket-token", SecretString=bitbucket_token
     )["ARN"]
+    # 64 characters, like the generated RunLinkKeySecret in template.yaml.
+    run_link_key_secret_arn = secretsmanager.create_secret(
+        Name=f"{name_prefix}/run-link-key", SecretString=secrets.token_urlsafe(48)
+    )["ARN"]
 
     boto3.client("sesv2").create_email_identity(EmailIdentity=sender_address)
 
@@ -94,7 +101,14 @@ def create_resources(
         job_queue_arn=job_queue_arn,
         job_definition_arn=job_definition_arn,
         sender_address=sender_address,
+        run_link_key_secret_arn=run_link_key_secret_arn,
+        api_base_url_parameter=f"/{name_prefix}/api-base-url",
     )
+
+
+def store_api_base_url(parameter_name: str, api_base_url: str) -> None:
+    """Store the HTTP API's URL where the notifier reads it, as ApiBaseUrlParameter does in template.yaml."""
+    boto3.client("ssm").put_parameter(Name=parameter_name, Value=api_base_url, Type="String", Overwrite=True)
 
 
 def _create_batch(name_prefix: str, bucket: str) -> tuple[str, str]:

@@ -28,13 +28,14 @@ from bitbatch_local.api import LocalHttpApi
 from bitbatch_local.drivers import BatchExecutor, JobResult, JobSpec, SqsPoller
 from bitbatch_local.gitserver import GitServer
 from bitbatch_local.lambdas import ACCOUNT_ID, LocalFunction, LocalLambda
-from bitbatch_local.resources import StackResources, create_resources
+from bitbatch_local.resources import StackResources, create_resources, store_api_base_url
 
 FUNCTION_NAMES = {
     "webhook": "bitbatch-webhook",
     "transform": "bitbatch-transform",
     "submitter": "bitbatch-submitter",
     "notifier": "bitbatch-notifier",
+    "run_page": "bitbatch-run-page",
 }
 TOKEN_USERNAME = "x-token-auth"
 
@@ -122,13 +123,17 @@ class LocalStack:
 
         self.lambdas = LocalLambda(self.region)
         self._exit_stack.callback(self.lambdas.stop)
-        lambda_endpoint = self.lambdas.serve()
-        self._set_environment(self._function_environment(lambda_endpoint))
+        self.lambda_endpoint = self.lambdas.serve()
+        self._set_environment(self._function_environment(self.lambda_endpoint))
         self._register_functions()
 
-        self.api = LocalHttpApi(self.lambdas, {"ANY /webhook": FUNCTION_NAMES["webhook"]})
+        self.api = LocalHttpApi(
+            self.lambdas,
+            {"ANY /webhook": FUNCTION_NAMES["webhook"], "GET /runs/{run_id}": FUNCTION_NAMES["run_page"]},
+        )
         self._exit_stack.callback(self.api.stop)
         self.api_url = self.api.serve(self.api_port)
+        store_api_base_url(self.resources.api_base_url_parameter, self.api_url)
 
         self.poller = SqsPoller(self.lambdas, FUNCTION_NAMES["submitter"], self.resources.submit_queue_url, self.region)
         self.poller.start()
@@ -164,6 +169,32 @@ class LocalStack:
     @property
     def webhook_url(self) -> str:
         return f"{self.api_url}/webhook"
+
+    def describe(self) -> dict:
+        """Return the endpoints and resource names a client such as the `bitbatch` command needs.
+
+        The names are keyed like template.yaml's Outputs. The local stack has no notifier
+        dead-letter queue, so NotifierDeadLetterQueueUrl is missing. No secret is included.
+        """
+        resources = self.resources
+        return {
+            "pid": os.getpid(),
+            "region": self.region,
+            "aws_endpoint": self.aws_endpoint,
+            "lambda_endpoint": self.lambda_endpoint,
+            "outputs": {
+                "WebhookUrl": self.webhook_url,
+                "ArtifactsBucketName": resources.bucket,
+                "RunsTableName": resources.runs_table,
+                "IdempotencyTableName": resources.idempotency_table,
+                "SubmitQueueUrl": resources.submit_queue_url,
+                "SubmitDeadLetterQueueUrl": resources.submit_dead_letter_queue_url,
+                "JobQueueArn": resources.job_queue_arn,
+                "JobDefinitionArn": resources.job_definition_arn,
+                "TransformFunctionName": FUNCTION_NAMES["transform"],
+                "NotifierFunctionName": FUNCTION_NAMES["notifier"],
+            },
+        }
 
     def _set_environment(self, values: dict[str, str]) -> None:
         for name, value in values.items():
@@ -202,15 +233,19 @@ class LocalStack:
             "SENDER_ADDRESS": resources.sender_address,
             "FALLBACK_RECIPIENT": self.fallback_recipient,
             "LINK_EXPIRY_SECONDS": "604800",
+            "API_BASE_URL_PARAMETER": resources.api_base_url_parameter,
+            "RUN_LINK_KEY_SECRET_ARN": resources.run_link_key_secret_arn,
+            "RUN_LINK_SECONDS": str(14 * 86400),
+            "JOB_LOG_GROUP": "/aws/batch/bitbatch-job",
         }
 
     def _register_functions(self) -> None:
         # Imported here, after the environment is set, as Lambda imports them at cold start.
-        from handlers import notifier, submitter, transform, webhook
+        from handlers import notifier, runs, submitter, transform, webhook
 
         from bitbatch.observability import logger, metrics
 
-        for module in (webhook, transform, submitter, notifier):
+        for module in (webhook, transform, submitter, notifier, runs):
             module.dependencies.cache_clear()
         if self.function_log_path is not None:
             self.function_log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -247,6 +282,9 @@ class LocalStack:
         )
         self.lambdas.register(
             LocalFunction(FUNCTION_NAMES["notifier"], without_metrics(notifier.lambda_handler), timeout_seconds=30)
+        )
+        self.lambdas.register(
+            LocalFunction(FUNCTION_NAMES["run_page"], without_metrics(runs.lambda_handler), timeout_seconds=10)
         )
 
     def _job_event(self, stage: str, spec: JobSpec, result: JobResult | None) -> None:

@@ -8,7 +8,6 @@ import tempfile
 import json
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import boto3
 import pytest
@@ -82,13 +81,16 @@ def test_push_ends_in_success_email(stack, sample):
     stations = [line for line in (sample.path / "data/stations.csv").read_text().splitlines()[1:] if line]
     assert reported["data/stations.csv"]["records"] == len(stations)
 
-    # and exactly one email went to the commit author, with a link that opens the report
+    # and exactly one email went to the commit author, linking to the run page, whose report link opens the report
     emails = stack.sent_emails()
     assert len(emails) == 1
     assert emails[0].recipients == [sample.author_email]
     assert "succeeded" in emails[0].subject
-    link = next(line for line in emails[0].text.splitlines() if line.startswith("http") and "report.html" in line)
-    with urllib.request.urlopen(link, timeout=30) as response:
+    link = next(line for line in emails[0].text.splitlines() if line.startswith(f"{stack.api_url}/runs/"))
+    request = urllib.request.Request(link, headers={"Accept": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        output_links = {item["name"]: item["url"] for item in json.loads(response.read())["output_files"]}
+    with urllib.request.urlopen(output_links["report.html"], timeout=30) as response:
         page = response.read().decode()
     assert "data/stations.csv" in page
 
@@ -173,9 +175,12 @@ def test_secret_and_token_stored_nowhere(stack, sample, tmp_path):
     assert stack.bitbucket_token not in everything
 
 
-def test_push_creating_branch_succeeds(stack, sample):
-    # Given a push that creates the branch, so Bitbucket sends no previous commit
-    leftovers_before = set(Path(tempfile.gettempdir()).glob("bitbatch-checkout-*"))
+def test_push_creating_branch_succeeds(stack, sample, tmp_path, monkeypatch):
+    # Given a push that creates the branch, so Bitbucket sends no previous commit,
+    # and temporary folders in a folder of this test's own
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
 
     # When it is delivered
     status, answer = push(stack, sample.path, sample.previous_commit, None)
@@ -185,4 +190,4 @@ def test_push_creating_branch_succeeds(stack, sample):
     # Then the run succeeds and the transform left no checkout behind
     assert run.status == "SUCCEEDED"
     assert run.previous_commit is None
-    assert set(Path(tempfile.gettempdir()).glob("bitbatch-checkout-*")) == leftovers_before
+    assert list(scratch.glob("bitbatch-checkout-*")) == []

@@ -52,10 +52,20 @@ def repos(tmp_path_factory):
 def stack(repos, tmp_path_factory):
     root, _ = repos
     work = tmp_path_factory.mktemp("work")
-    with LocalStack(
-        root, work, limits=LIMITS, runnable_timeout_seconds=1, function_log_path=work / "functions.log"
-    ) as running:
-        yield running
+    # The transform runs in this process: give its temporary folders a folder of their
+    # own, so a check for leftovers sees no other test's or process's checkouts.
+    scratch = work / "tmp"
+    scratch.mkdir()
+    saved_tempdir = tempfile.tempdir
+    tempfile.tempdir = str(scratch)
+    try:
+        with LocalStack(
+            root, work, limits=LIMITS, runnable_timeout_seconds=1, function_log_path=work / "functions.log"
+        ) as running:
+            running.scratch = scratch
+            yield running
+    finally:
+        tempfile.tempdir = saved_tempdir
 
 
 @pytest.fixture
@@ -94,8 +104,8 @@ def emails_about(stack, run_id: str):
     return [sent for sent in stack.sent_emails() if run_id in sent.text]
 
 
-def checkouts_left() -> set[Path]:
-    return set(Path(tempfile.gettempdir()).glob("bitbatch-checkout-*"))
+def checkouts_left(stack) -> set[Path]:
+    return set(stack.scratch.glob("bitbatch-checkout-*"))
 
 
 def test_config_selects_paths_and_files(stack, sample):
@@ -204,7 +214,7 @@ def test_hostile_entries_skipped_and_reported(stack, sample):
         "data/2024-03-05T14:40:00 readings.csv": "station,value\nST01,1\n",
     }
     commit = add_commit(sample.path, odd_names, "Add links, a submodule and odd names")
-    leftovers = checkouts_left()
+    leftovers = checkouts_left(stack)
 
     # When it is pushed
     run = deliver(stack, sample, commit, before)
@@ -228,7 +238,7 @@ def test_hostile_entries_skipped_and_reported(stack, sample):
     stored = boto3.client("s3").get_object(Bucket=stack.resources.bucket, Key=run.input_prefix + meteo["artifact"])
     assert json.loads(stored["Body"].read().decode().splitlines()[0]) == {"station": "Écosse", "temperature": 4.5}
     assert paths["data/2024-03-05T14:40:00 readings.csv"]["artifact"].startswith("files/data/2024-03-05T14%3A40%3A00%20")
-    assert checkouts_left() == leftovers
+    assert checkouts_left(stack) == leftovers == set()
 
 
 def test_lfs_pointer_fails_run(stack, sample):
@@ -244,7 +254,7 @@ def test_lfs_pointer_fails_run(stack, sample):
         {".gitattributes": "data/large.csv filter=lfs diff=lfs merge=lfs -text\n", "data/large.csv": pointer},
         "Track large data with LFS",
     )
-    leftovers = checkouts_left()
+    leftovers = checkouts_left(stack)
 
     # When it is pushed
     run = deliver(stack, sample, commit, before)
@@ -253,7 +263,7 @@ def test_lfs_pointer_fails_run(stack, sample):
     assert run.status == "FAILED"
     assert "data/large.csv is a Git LFS pointer" in run.failure_reason
     assert run.job_id is None
-    assert checkouts_left() == leftovers
+    assert checkouts_left(stack) == leftovers == set()
     remove = add_commit(sample.path, {".gitattributes": None, "data/large.csv": None}, "Drop LFS file")
     assert deliver(stack, sample, remove, commit).status == "SUCCEEDED"
 
@@ -334,7 +344,8 @@ def test_command_job_runs_and_links_result(stack, sample):
     # When it is pushed
     run = deliver(stack, sample, commit, before)
 
-    # Then the command's output is stored and the email links to the configured result file
+    # Then the command's output is stored, and the email names the configured result file and links
+    # to the run page, whose link to that file opens it
     assert run.status == "SUCCEEDED"
     keys = stored_keys(stack, run.output_prefix)
     assert run.output_prefix + "index.html" in keys
@@ -343,8 +354,12 @@ def test_command_job_runs_and_links_result(stack, sample):
     assert "rows from highlands" in page["Body"].read().decode()
     emails = emails_about(stack, run.run_id)
     assert len(emails) == 1
-    link = next(line for line in emails[0].text.splitlines() if line.startswith("http") and "index.html" in line)
-    with urllib.request.urlopen(link, timeout=30) as response:
+    assert f"s3://{stack.resources.bucket}/{run.output_prefix}index.html" in emails[0].text
+    link = next(line for line in emails[0].text.splitlines() if line.startswith(f"{stack.api_url}/runs/"))
+    request = urllib.request.Request(link, headers={"Accept": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        output_links = {item["name"]: item["url"] for item in json.loads(response.read())["output_files"]}
+    with urllib.request.urlopen(output_links["index.html"], timeout=30) as response:
         assert b"rows from highlands" in response.read()
     job_logs = "".join(path.read_text() for path in (stack.workdir / "jobs").glob(f"bitbatch-{run.run_id}-*.log"))
     assert "counted" in job_logs

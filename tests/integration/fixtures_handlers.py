@@ -24,9 +24,9 @@ from bitbatch.signature import sign
 from bitbatch_local.gitserver import ACCESS_TOKEN_USERNAME, GitServer
 from bitbatch_local.lambdas import ACCOUNT_ID, LocalContext, LocalFunction, LocalLambda
 from bitbatch_local.motoserver import REGION
-from bitbatch_local.resources import StackResources, create_resources
+from bitbatch_local.resources import StackResources, create_resources, store_api_base_url
 from bitbatch_local.samplerepo import SampleRepository, build_sample_repository
-from handlers import notifier, submitter, transform, webhook
+from handlers import notifier, runs, submitter, transform, webhook
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"
 
@@ -39,6 +39,9 @@ PUSHER_EMAIL = "ada@example.com"
 
 TRANSFORM_FUNCTION_NAME = "bitbatch-transform"
 NOTIFIER_FUNCTION_NAME = "bitbatch-notifier"
+# The base URL the notifier's run page links start with; the handler tests never request it.
+API_BASE_URL = "https://bitbatch-api.example.com"
+JOB_LOG_GROUP = "/aws/batch/bitbatch-job"
 # Nothing listens on the discard port, so a test that does not start the git
 # server fails at once instead of reaching out past 127.0.0.1.
 UNUSED_GIT_BASE_URL = "http://127.0.0.1:9"
@@ -49,7 +52,7 @@ WORKSPACE = "highland"
 SLUG = "weather-stations"
 REPOSITORY = f"{WORKSPACE}/{SLUG}"
 
-HANDLER_MODULES = (webhook, transform, submitter, notifier)
+HANDLER_MODULES = (webhook, transform, submitter, notifier, runs)
 STATUS_PATH = (RunStatus.RECEIVED, RunStatus.CHECKED_OUT, RunStatus.QUEUED, RunStatus.SUBMITTED)
 
 
@@ -108,6 +111,10 @@ def function_environment(resources: StackResources) -> dict[str, str]:
         "SENDER_ADDRESS": resources.sender_address,
         "FALLBACK_RECIPIENT": FALLBACK_RECIPIENT,
         "LINK_EXPIRY_SECONDS": "3600",
+        "API_BASE_URL_PARAMETER": resources.api_base_url_parameter,
+        "RUN_LINK_KEY_SECRET_ARN": resources.run_link_key_secret_arn,
+        "RUN_LINK_SECONDS": "1209600",
+        "JOB_LOG_GROUP": JOB_LOG_GROUP,
     }
 
 
@@ -120,6 +127,7 @@ def clear_dependencies() -> None:
 def resources(aws, monkeypatch) -> Iterator[StackResources]:
     """Every resource of the stack in a fresh moto, and the functions' environment set for it."""
     created = create_resources(SAMPLE_SECRET, BITBUCKET_TOKEN, SENDER_ADDRESS)
+    store_api_base_url(created.api_base_url_parameter, API_BASE_URL)
     for name, value in function_environment(created).items():
         monkeypatch.setenv(name, value)
     clear_dependencies()

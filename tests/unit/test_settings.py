@@ -8,6 +8,7 @@ import pytest
 
 from bitbatch.settings import (
     NotifierSettings,
+    RunPageSettings,
     SettingsError,
     SubmitterSettings,
     TransformSettings,
@@ -30,9 +31,13 @@ ENVIRONMENT = {
     "SENDER_ADDRESS": "bitbatch@example.com",
     "FALLBACK_RECIPIENT": "data-team@example.com",
     "LINK_EXPIRY_SECONDS": "604800",
+    "API_BASE_URL_PARAMETER": "/bitbatch/api-base-url",
+    "RUN_LINK_KEY_SECRET_ARN": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:bitbatch/run-link-key-MnOpQr",
+    "RUN_LINK_SECONDS": "1209600",
+    "JOB_LOG_GROUP": "/aws/batch/bitbatch-job",
 }
 
-SETTINGS_CLASSES = [WebhookSettings, TransformSettings, SubmitterSettings, NotifierSettings]
+SETTINGS_CLASSES = [WebhookSettings, TransformSettings, SubmitterSettings, NotifierSettings, RunPageSettings]
 
 
 def required_variables() -> list[tuple[type, str]]:

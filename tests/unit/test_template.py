@@ -22,7 +22,13 @@ from bitbatch_job.settings import JobSettings
 
 from bitbatch import submission
 from bitbatch.model import Run, input_prefix, output_prefix
-from bitbatch.settings import NotifierSettings, SubmitterSettings, TransformSettings, WebhookSettings
+from bitbatch.settings import (
+    NotifierSettings,
+    RunPageSettings,
+    SubmitterSettings,
+    TransformSettings,
+    WebhookSettings,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"
@@ -34,6 +40,7 @@ FUNCTIONS = {
     "TransformFunction": ("handlers.transform.lambda_handler", TransformSettings, "bitbatch-transform"),
     "SubmitterFunction": ("handlers.submitter.lambda_handler", SubmitterSettings, "bitbatch-submitter"),
     "NotifierFunction": ("handlers.notifier.lambda_handler", NotifierSettings, "bitbatch-notifier"),
+    "RunPageFunction": ("handlers.runs.lambda_handler", RunPageSettings, "bitbatch-run-page"),
 }
 
 # Lambda's guidance for SQS event sources: visibility timeout >= 6 x function timeout.
@@ -209,9 +216,9 @@ def test_transform_failure_goes_to_notifier(template):
     invoke_config = template["Resources"]["TransformFunction"]["Properties"]["EventInvokeConfig"]
     on_failure = invoke_config["DestinationConfig"]["OnFailure"]
 
-    # Then an event that failed every retry goes to the notifier function
+    # Then an event that failed every retry goes to the notifier function's live alias
     assert on_failure["Type"] == "Lambda"
-    assert on_failure["Destination"] == {"Fn::GetAtt": ["NotifierFunction", "Arn"]}
+    assert on_failure["Destination"] == {"Ref": "NotifierFunction.Alias"}
     assert invoke_config["MaximumRetryAttempts"] == 2
 
 
@@ -337,3 +344,55 @@ def test_messages_name_real_parameters(template):
     assert mentioned, "no message names a stack parameter; the pattern may be stale"
     for name in sorted(mentioned):
         assert name in template["Parameters"], f"a message tells users to change {name}, which template.yaml lacks"
+
+
+def test_run_link_days_mapped_to_seconds(template):
+    # Given the RunLinkDays parameter and the mapping that turns it into RUN_LINK_SECONDS
+    parameter = template["Parameters"]["RunLinkDays"]
+    mapping = template["Mappings"]["RunLinkLifetime"]
+    variables = template["Resources"]["NotifierFunction"]["Properties"]["Environment"]["Variables"]
+
+    # Then every allowed value, the default among them, maps to that many days in seconds
+    assert parameter["Default"] in parameter["AllowedValues"]
+    assert sorted(int(days) for days in mapping) == sorted(parameter["AllowedValues"])
+    for days, entry in mapping.items():
+        assert entry["Seconds"] == int(days) * 86400, days
+    assert variables["RUN_LINK_SECONDS"] == {"Fn::FindInMap": ["RunLinkLifetime", {"Ref": "RunLinkDays"}, "Seconds"]}
+
+
+def test_run_page_reads_only_what_it_shows(template):
+    # Given the run page function's policy statements
+    properties = template["Resources"]["RunPageFunction"]["Properties"]
+    statements = {
+        statement["Sid"]: statement
+        for policy in properties["Policies"]
+        if isinstance(policy, dict) and "Statement" in policy
+        for statement in policy["Statement"]
+    }
+    templates = [policy for policy in properties["Policies"] if "AWSSecretsManagerGetSecretValuePolicy" in policy]
+
+    # Then it reads run items, lists and reads only output prefixes, and reads only the link key
+    assert statements["ReadRuns"]["Action"] == "dynamodb:GetItem"
+    assert statements["ListRunOutput"]["Action"] == "s3:ListBucket"
+    assert statements["ListRunOutput"]["Condition"] == {"StringLike": {"s3:prefix": "runs/*/output/*"}}
+    assert statements["SignOutputLinks"]["Action"] == "s3:GetObject"
+    assert statements["SignOutputLinks"]["Resource"] == {"Fn::Sub": "${ArtifactsBucket.Arn}/runs/*/output/*"}
+    assert templates == [{"AWSSecretsManagerGetSecretValuePolicy": {"SecretArn": {"Ref": "RunLinkKeySecret"}}}]
+
+    # and it serves GET /runs/{run_id} on the webhook's HTTP API
+    event = properties["Events"]["RunPage"]
+    assert event["Type"] == "HttpApi"
+    assert event["Properties"] == {"ApiId": {"Ref": "HttpApi"}, "Method": "GET", "Path": "/runs/{run_id}"}
+
+
+def test_notifier_finds_api_url_without_cycle(template):
+    # Given the notifier's environment and the SSM parameter that contains the API's URL
+    resources = template["Resources"]
+    variables = resources["NotifierFunction"]["Properties"]["Environment"]["Variables"]
+    parameter = resources["ApiBaseUrlParameter"]["Properties"]
+
+    # Then the notifier gets the parameter's name as a plain string, not a reference to the API,
+    # because the API's routes depend on the notifier through the webhook and transform functions
+    assert variables["API_BASE_URL_PARAMETER"] == parameter["Name"]
+    assert "HttpApi" not in json.dumps(variables)
+    assert parameter["Value"] == {"Fn::Sub": "https://${HttpApi}.execute-api.${AWS::Region}.${AWS::URLSuffix}"}

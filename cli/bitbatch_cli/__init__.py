@@ -1,0 +1,1 @@
+"""The `bitbatch` command line: look at runs, retry failed ones and re-drive dead-letter messages."""
