@@ -196,8 +196,12 @@ def finish_run(
     links: OutputLinks,
     fallback_recipient: str,
     run_page_url: Callable[[str], str] | None = None,
+    on_finished: Callable[[Run], None] | None = None,
 ) -> Email | None:
     """Move the run to its terminal status and send one email for it; None if already sent.
+
+    on_finished(run) runs once the run is terminal, before the email, also for a
+    repeated event; the notifier uses it to post the Bitbucket build status.
 
     run_page_url(run_id) returns the signed run page link the email carries; without it
     the email links to the result file with a presigned S3 URL.
@@ -232,6 +236,8 @@ def finish_run(
     run = store.get(outcome.run_id)
     logger.info("run finished", extra={"status": run.status, "reason": run.failure_reason})
     metrics.add_metric(name=f"Runs{run.status.title()}", unit="Count", value=1)
+    if on_finished is not None:
+        on_finished(run)
 
     wanted = set((run.config or {}).get("notify_on") or ("success", "failure"))
     if OUTCOME_NAMES[outcome.status] not in wanted:

@@ -152,6 +152,18 @@ class SubmitterSettings(_FromEnvironment):
     artifacts_bucket: str = env("ARTIFACTS_BUCKET")
     batch_job_queue: str = env("BATCH_JOB_QUEUE")
     batch_job_definition: str = env("BATCH_JOB_DEFINITION")
+    # Build statuses on the pushed commit; an empty token secret turns them off.
+    bitbucket_token_secret_arn: str = env("BITBUCKET_TOKEN_SECRET_ARN", "")
+    bitbucket_api_url: str = env("BITBUCKET_API_URL", "https://api.bitbucket.org")
+    data_center_base_url: str = env("DATA_CENTER_BASE_URL", "")
+    api_base_url_parameter: str = env("API_BASE_URL_PARAMETER", "")
+    run_link_key_secret_arn: str = env("RUN_LINK_KEY_SECRET_ARN", "")
+    run_link_seconds: str = env("RUN_LINK_SECONDS", str(14 * 86400))
+
+    def validate(self) -> None:
+        _positive_int("RUN_LINK_SECONDS", self.run_link_seconds)
+        _optional_url("BITBUCKET_API_URL", self.bitbucket_api_url)
+        _optional_url("DATA_CENTER_BASE_URL", self.data_center_base_url)
 
 
 @dataclass(frozen=True)
@@ -167,9 +179,14 @@ class NotifierSettings(_FromEnvironment):
     api_base_url_parameter: str = env("API_BASE_URL_PARAMETER")
     run_link_key_secret_arn: str = env("RUN_LINK_KEY_SECRET_ARN")
     run_link_seconds: str = env("RUN_LINK_SECONDS", str(14 * 86400))
+    bitbucket_token_secret_arn: str = env("BITBUCKET_TOKEN_SECRET_ARN", "")
+    bitbucket_api_url: str = env("BITBUCKET_API_URL", "https://api.bitbucket.org")
+    data_center_base_url: str = env("DATA_CENTER_BASE_URL", "")
 
     def validate(self) -> None:
         _positive_int("RUN_LINK_SECONDS", self.run_link_seconds)
+        _optional_url("BITBUCKET_API_URL", self.bitbucket_api_url)
+        _optional_url("DATA_CENTER_BASE_URL", self.data_center_base_url)
         seconds = _positive_int("LINK_EXPIRY_SECONDS", self.link_expiry_seconds)
         if seconds > 604800:
             raise SettingsError(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 
 from bitbatch.model import Run, RunStatus
 from bitbatch.observability import bind_run, logger, metrics
@@ -123,7 +124,9 @@ def read_message(body: str) -> str:
     return run_id
 
 
-def submit_run(run_id: str, store: RunStore, submitter: JobSubmitter) -> str | None:
+def submit_run(
+    run_id: str, store: RunStore, submitter: JobSubmitter, on_submitted: Callable[[Run], None] | None = None
+) -> str | None:
     """Submit the run's job exactly once; returns the job id, or None when it was already submitted.
 
     A conditional claim on the run lets one delivery of a repeated message
@@ -147,6 +150,8 @@ def submit_run(run_id: str, store: RunStore, submitter: JobSubmitter) -> str | N
     job_id = submitter.find(run_id, run.attempt) or submitter.submit(run)
     _record_job(store, run, job_id)
     logger.info("job submitted", extra={"job_id": job_id})
+    if on_submitted is not None:
+        on_submitted(run)
     metrics.add_metric(name="JobsSubmitted", unit="Count", value=1)
     return job_id
 

@@ -21,6 +21,7 @@ from bitbatch import outcomes
 from bitbatch.notifications import Mailer
 from bitbatch.observability import logger, metrics, tracer, unbind_run
 from bitbatch.run_links import RunPageLinks
+from bitbatch.status_reporting import StatusReporter, make_publisher
 from bitbatch.runs import RunNotFound, RunStore
 from bitbatch.secrets import SECRET_CACHE_SECONDS, SecretReader
 from bitbatch.settings import NotifierSettings
@@ -35,6 +36,7 @@ class Dependencies:
     mailer: Mailer
     links: outcomes.OutputLinks
     run_page: RunPageLinks
+    reporter: StatusReporter
 
 
 @cache
@@ -42,6 +44,17 @@ def dependencies() -> Dependencies:
     settings = NotifierSettings.from_environ()
     secrets = SecretReader(boto3.client("secretsmanager"))
     parameters = SSMProvider(boto3_client=boto3.client("ssm"))
+    run_page = RunPageLinks(
+        read_key=lambda: secrets.read(settings.run_link_key_secret_arn).encode(),
+        read_api_base_url=lambda: parameters.get(settings.api_base_url_parameter, max_age=SECRET_CACHE_SECONDS),
+        lifetime_seconds=int(settings.run_link_seconds),
+    )
+    token_arn = settings.bitbucket_token_secret_arn
+    publisher = make_publisher(
+        (lambda: secrets.read(token_arn)) if token_arn else None,
+        settings.bitbucket_api_url,
+        settings.data_center_base_url or None,
+    )
     return Dependencies(
         settings=settings,
         store=RunStore(boto3.resource("dynamodb").Table(settings.runs_table)),
@@ -51,11 +64,8 @@ def dependencies() -> Dependencies:
             settings.artifacts_bucket,
             int(settings.link_expiry_seconds),
         ),
-        run_page=RunPageLinks(
-            read_key=lambda: secrets.read(settings.run_link_key_secret_arn).encode(),
-            read_api_base_url=lambda: parameters.get(settings.api_base_url_parameter, max_age=SECRET_CACHE_SECONDS),
-            lifetime_seconds=int(settings.run_link_seconds),
-        ),
+        run_page=run_page,
+        reporter=StatusReporter(publisher, run_page.url),
     )
 
 
@@ -64,7 +74,8 @@ def finish_dead_letter(record: SQSRecord) -> None:
     try:
         outcome = outcomes.read_dead_letter_message(record.body)
         outcomes.finish_run(
-            outcome, deps.store, deps.mailer, deps.links, deps.settings.fallback_recipient, deps.run_page.url
+            outcome, deps.store, deps.mailer, deps.links, deps.settings.fallback_recipient, deps.run_page.url,
+            deps.reporter.report_finished,
         )
     except (outcomes.EventError, RunNotFound) as error:
         # Retrying cannot help; the message stays visible in this log line.
@@ -91,7 +102,8 @@ def lambda_handler(event: dict, context: LambdaContext) -> dict:
 
     try:
         email = outcomes.finish_run(
-            outcome, deps.store, deps.mailer, deps.links, deps.settings.fallback_recipient, deps.run_page.url
+            outcome, deps.store, deps.mailer, deps.links, deps.settings.fallback_recipient, deps.run_page.url,
+            deps.reporter.report_finished,
         )
     except RunNotFound as error:
         logger.error("notifier event for an unknown run ignored", extra={"run_id": outcome.run_id, "reason": str(error)})

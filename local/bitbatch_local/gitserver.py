@@ -97,6 +97,7 @@ class GitServer:
         port: int = 0,
         allow_push: bool = False,
         git_config: Mapping[str, str] | None = None,
+        api_recorder=None,
     ) -> None:
         self.root = Path(root).resolve()
         if not self.root.is_dir():
@@ -114,6 +115,8 @@ class GitServer:
             raise FileNotFoundError("git not found on PATH: install git 2.31 or later")
         self._git = git
 
+        # Answers Bitbucket's build-status REST paths instead of git, when set (see bitbucket_api.py).
+        self.api_recorder = api_recorder
         self._requested_port = port
         self._allow_push = allow_push
         self._backend_config = self._build_backend_config(git_config or {})
@@ -404,6 +407,11 @@ class _GitRequestHandler(BaseHTTPRequestHandler):
         bytes_sent = 0
 
         try:
+            # Bitbucket's REST build-status calls, when a recorder stands in for them.
+            if git_server.api_recorder is not None and git_server.api_recorder.matches(url_path):
+                status, bytes_sent = git_server.api_recorder.handle(self, url_path)
+                return
+
             if git_server.auth_enabled:
                 user = git_server._authenticate(self.headers.get("Authorization"))
                 if user is None:

@@ -25,6 +25,7 @@ from bitbatch.model import TERMINAL_STATUSES, Run
 from bitbatch.runs import RunStore
 from bitbatch_local import motoserver
 from bitbatch_local.api import LocalHttpApi
+from bitbatch_local.bitbucket_api import BuildStatusRecorder
 from bitbatch_local.drivers import BatchExecutor, JobResult, JobSpec, SqsPoller
 from bitbatch_local.gitserver import GitServer
 from bitbatch_local.lambdas import ACCOUNT_ID, LocalFunction, LocalLambda
@@ -114,8 +115,11 @@ class LocalStack:
         self.aws_environment = motoserver.aws_environment(self.aws_endpoint)
         self._set_environment(self.aws_environment)
 
+        self.build_statuses = BuildStatusRecorder(self.bitbucket_token)
         self.git = self._exit_stack.enter_context(
-            GitServer(self.repos_root, username=TOKEN_USERNAME, password=self.bitbucket_token)
+            GitServer(
+                self.repos_root, username=TOKEN_USERNAME, password=self.bitbucket_token, api_recorder=self.build_statuses
+            )
         )
         self.resources: StackResources = create_resources(
             self.webhook_secret, self.bitbucket_token, self.sender_address
@@ -216,6 +220,8 @@ class LocalStack:
             "ALLOWED_REPOSITORIES": self.allowed_repositories,
             "TAG_POLICY": self.tag_policy,
             "DATA_CENTER_BASE_URL": self.git.base_url,
+            # Build statuses for both products go to the recorder on the git server.
+            "BITBUCKET_API_URL": self.git.base_url,
             "ARTIFACTS_BUCKET": resources.bucket,
             "WEBHOOK_SECRET_ARN": resources.webhook_secret_arn,
             "TRANSFORM_FUNCTION_NAME": FUNCTION_NAMES["transform"],
