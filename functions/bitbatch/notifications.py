@@ -46,7 +46,7 @@ class Email:
     html: str
 
 
-EXPIRY_NOTE = "The result link expires; later runs get fresh links."
+EXPIRY_NOTE = "The link expires after a set time (14 days unless the stack says otherwise)."
 
 STATUS_WORDS = {
     RunStatus.SUCCEEDED: "succeeded",
@@ -75,7 +75,7 @@ def render_email(run: Run, recipients: list[str] | str, output_link: str | None,
     text_lines = [f"bitbatch run {run.run_id} {outcome}.", ""]
     text_lines += [f"{label}: {clean_text(str(value))}" for label, value in facts]
     if output_link:
-        text_lines += ["", "Open the result:", output_link]
+        text_lines += ["", "Open the run:", output_link]
     if run.commit_url:
         text_lines += ["", "Commit in Bitbucket:", run.commit_url]
     if output_link:
@@ -87,7 +87,7 @@ def render_email(run: Run, recipients: list[str] | str, output_link: str | None,
     )
     links = ""
     if output_link:
-        links += f'<p><a href="{html.escape(output_link, quote=True)}">Open the result</a></p>'
+        links += f'<p><a href="{html.escape(output_link, quote=True)}">Open the run</a></p>'
     if run.commit_url:
         links += f'<p><a href="{html.escape(run.commit_url, quote=True)}">Commit in Bitbucket</a></p>'
     note = f"<p><small>{html.escape(EXPIRY_NOTE)}</small></p>" if output_link else ""

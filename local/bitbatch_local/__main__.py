@@ -128,7 +128,7 @@ def demo(repo: str | None) -> int:
             say(f"  subject: {sent.subject}")
             links = [line for line in sent.text.splitlines() if line.startswith("http")]
             for link in links:
-                label = "page:" if link.startswith(f"{stack.api_url}/runs/") else "link:"
+                label = "page:" if link.startswith(f"{stack.api_url}/runs/") else "commit:"
                 say(f"  {label:<8} {link}")
         say(f"function logs: {function_log}")
         return 0 if run.status == "SUCCEEDED" and emails else 1

@@ -178,8 +178,8 @@ def test_render_failure_has_reason_and_no_output():
     assert rendered.subject.endswith(": failed")
     assert "Reason: the job exited with code 1" in rendered.text
     assert "the job exited with code 1" in rendered.html
-    assert "Open the result" not in rendered.text
-    assert "Open the result" not in rendered.html
+    assert "Open the run" not in rendered.text
+    assert "Open the run" not in rendered.html
 
 
 def test_render_failure_without_expiry_note():
