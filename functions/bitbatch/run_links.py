@@ -19,6 +19,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from urllib.parse import quote, urlencode
 
+from bitbatch.secrets import SECRET_CACHE_SECONDS
+
 # Binds the HMAC to this use of the key, so a token cannot be replayed as any other signature.
 TOKEN_CONTEXT = b"bitbatch run page v1"
 # "<expires_at>.<signature>": seconds since the epoch, then 32 bytes of HMAC-SHA256 in
@@ -118,3 +120,15 @@ class RunPageLinks:
     def url(self, run_id: str) -> str:
         expires_at = int(self._clock()) + self._lifetime_seconds
         return run_page_url(self._read_api_base_url(), run_id, self._read_key(), expires_at)
+
+
+def run_page_links_from_aws(secrets, parameters, key_secret_arn: str, base_url_parameter: str, lifetime_seconds: int) -> RunPageLinks:
+    """Build RunPageLinks that read the key from Secrets Manager and the API's URL from SSM, both cached.
+
+    secrets is a SecretReader; parameters a Powertools SSMProvider.
+    """
+    return RunPageLinks(
+        read_key=lambda: secrets.read(key_secret_arn).encode(),
+        read_api_base_url=lambda: parameters.get(base_url_parameter, max_age=SECRET_CACHE_SECONDS),
+        lifetime_seconds=lifetime_seconds,
+    )

@@ -20,10 +20,10 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from bitbatch import outcomes
 from bitbatch.notifications import Mailer
 from bitbatch.observability import logger, metrics, tracer, unbind_run
-from bitbatch.run_links import RunPageLinks
+from bitbatch.run_links import RunPageLinks, run_page_links_from_aws
 from bitbatch.status_reporting import StatusReporter, make_publisher
 from bitbatch.runs import RunNotFound, RunStore
-from bitbatch.secrets import SECRET_CACHE_SECONDS, SecretReader
+from bitbatch.secrets import SecretReader
 from bitbatch.settings import NotifierSettings
 
 processor = BatchProcessor(event_type=EventType.SQS)
@@ -44,10 +44,12 @@ def dependencies() -> Dependencies:
     settings = NotifierSettings.from_environ()
     secrets = SecretReader(boto3.client("secretsmanager"))
     parameters = SSMProvider(boto3_client=boto3.client("ssm"))
-    run_page = RunPageLinks(
-        read_key=lambda: secrets.read(settings.run_link_key_secret_arn).encode(),
-        read_api_base_url=lambda: parameters.get(settings.api_base_url_parameter, max_age=SECRET_CACHE_SECONDS),
-        lifetime_seconds=int(settings.run_link_seconds),
+    run_page = run_page_links_from_aws(
+        secrets,
+        parameters,
+        settings.run_link_key_secret_arn,
+        settings.api_base_url_parameter,
+        int(settings.run_link_seconds),
     )
     token_arn = settings.bitbucket_token_secret_arn
     publisher = make_publisher(

@@ -18,8 +18,8 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from bitbatch import submission
 from bitbatch.observability import logger, metrics, tracer, unbind_run
 from bitbatch.runs import RunStore
-from bitbatch.run_links import RunPageLinks
-from bitbatch.secrets import SECRET_CACHE_SECONDS, SecretReader
+from bitbatch.run_links import run_page_links_from_aws
+from bitbatch.secrets import SecretReader
 from bitbatch.settings import SubmitterSettings
 from bitbatch.status_reporting import StatusReporter, make_publisher
 
@@ -39,10 +39,12 @@ def dependencies() -> Dependencies:
     settings = SubmitterSettings.from_environ()
     secrets = SecretReader(boto3.client("secretsmanager"))
     parameters = SSMProvider(boto3_client=boto3.client("ssm"))
-    run_page = RunPageLinks(
-        read_key=lambda: secrets.read(settings.run_link_key_secret_arn).encode(),
-        read_api_base_url=lambda: parameters.get(settings.api_base_url_parameter, max_age=SECRET_CACHE_SECONDS),
-        lifetime_seconds=int(settings.run_link_seconds),
+    run_page = run_page_links_from_aws(
+        secrets,
+        parameters,
+        settings.run_link_key_secret_arn,
+        settings.api_base_url_parameter,
+        int(settings.run_link_seconds),
     )
     # Build statuses need the token and the run page link; without either they stay off.
     enabled = settings.bitbucket_token_secret_arn and settings.run_link_key_secret_arn and settings.api_base_url_parameter

@@ -21,6 +21,7 @@ from pathlib import Path
 import boto3
 import pytest
 import yaml
+from cloudformation_yaml import load_template
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILDSPEC = ROOT / "buildspec.yml"
@@ -60,30 +61,6 @@ SERVICES_BY_RESOURCE_TYPE = {
 SERVICES_BY_EVENT_TYPE = {"HttpApi": {"apigateway"}, "SQS": {"lambda"}, "EventBridgeRule": {"events"}}
 
 
-class CloudFormationLoader(yaml.SafeLoader):
-    """YAML loader that turns short-form intrinsics (!Ref, !Sub, !If ...) into their long form."""
-
-
-def _construct_intrinsic(loader: CloudFormationLoader, tag_suffix: str, node: yaml.Node) -> dict:
-    if isinstance(node, yaml.ScalarNode):
-        value = loader.construct_scalar(node)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    else:
-        value = loader.construct_mapping(node, deep=True)
-
-    if tag_suffix in ("Ref", "Condition"):
-        return {tag_suffix: value}
-    if tag_suffix == "GetAtt" and isinstance(value, str):
-        return {"Fn::GetAtt": value.split(".", 1)}
-    return {f"Fn::{tag_suffix}": value}
-
-
-CloudFormationLoader.add_multi_constructor("!", _construct_intrinsic)
-
-
-def load_template(path: Path) -> dict:
-    return yaml.load(path.read_text(), Loader=CloudFormationLoader)
 
 
 FUNCTION_IDS = sorted(

@@ -17,7 +17,7 @@ import shlex
 from pathlib import Path
 
 import pytest
-import yaml
+from cloudformation_yaml import load_template
 from bitbatch_job.settings import JobSettings
 
 from bitbatch import submission
@@ -50,34 +50,11 @@ JOB_VARIABLES = ("RUN_ID", "ARTIFACTS_BUCKET", "INPUT_PREFIX", "OUTPUT_PREFIX")
 ENVIRONMENT_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
 
 
-class CloudFormationLoader(yaml.SafeLoader):
-    """YAML loader that turns short-form intrinsics (!Ref, !Sub, !GetAtt ...) into their long form."""
-
-
-def _construct_intrinsic(loader: CloudFormationLoader, tag_suffix: str, node: yaml.Node) -> dict:
-    if isinstance(node, yaml.ScalarNode):
-        value = loader.construct_scalar(node)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    else:
-        value = loader.construct_mapping(node, deep=True)
-
-    if tag_suffix == "Ref":
-        return {"Ref": value}
-    if tag_suffix == "Condition":
-        return {"Condition": value}
-    if tag_suffix == "GetAtt" and isinstance(value, str):
-        resource, attribute = value.split(".", 1)
-        return {"Fn::GetAtt": [resource, attribute]}
-    return {f"Fn::{tag_suffix}": value}
-
-
-CloudFormationLoader.add_multi_constructor("!", _construct_intrinsic)
 
 
 @pytest.fixture(scope="module")
 def template() -> dict:
-    return yaml.load(TEMPLATE.read_text(), Loader=CloudFormationLoader)
+    return load_template(TEMPLATE)
 
 
 def function_property(template: dict, logical_id: str, name: str):
