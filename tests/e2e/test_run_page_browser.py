@@ -132,7 +132,9 @@ def sample(tmp_path):
 
 @pytest.fixture
 def stack(tmp_path, sample):
-    with LocalStack(tmp_path / "repos", tmp_path / "work", function_log_path=tmp_path / "functions.log") as running:
+    with LocalStack(
+        tmp_path / "repos", tmp_path / "work", runnable_timeout_seconds=1, function_log_path=tmp_path / "functions.log"
+    ) as running:
         yield running
 
 
@@ -214,6 +216,34 @@ def test_failure_page_in_browser(stack, sample, browser):
     assert "data/broken.json is not valid JSON" in page.text
     assert "This run has no output files." in page.text
     assert commit[:12] in page.text
+
+
+@pytest.mark.parametrize(
+    ("case", "files", "shown_reason"),
+    [
+        ("invalid bitbatch.yml", {"bitbatch.yml": "job:\n  vcpu: 3\n"}, "line 2: job.vcpu: 3 is not allowed"),
+        (
+            "job stuck in RUNNABLE",
+            {"bitbatch.yml": "version: 1\njob:\n  vcpu: 16\n  memory: 32768\n"},
+            "the job could not start: MISCONFIGURATION:JOB_RESOURCE_REQUIREMENT",
+        ),
+    ],
+    ids=["invalid-config", "stuck-job"],
+)
+def test_run_that_never_ran_job_in_browser(stack, sample, browser, case, files, shown_reason):
+    # Given a push that fails before its job runs
+    commit = add_commit(sample.path, files, f"Push a {case}")
+    run = push_and_wait(stack, sample.path, commit, sample.head_commit)
+    assert run.status == "FAILED"
+    link = page_link(stack)
+
+    # When the one email's link is opened in Chromium
+    page = VisibleText(browser.dom(link))
+
+    # Then the page shows the failure and its reason
+    assert "Failed" in page.text
+    assert shown_reason in page.text
+    assert "This run has no output files." in page.text
 
 
 def test_tampered_link_refused_in_browser(stack, sample, browser):
