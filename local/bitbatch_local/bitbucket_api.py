@@ -45,7 +45,7 @@ class BuildStatusRecorder:
         return bool(CLOUD_PATH.match(path) or DATA_CENTER_PATH.match(path))
 
     def handle(self, request, path: str) -> tuple[int, int]:
-        """Answer one request on a BaseHTTPRequestHandler; returns the status and body size sent."""
+        """Handle one request on a BaseHTTPRequestHandler; returns the status and body size sent."""
         authorization = request.headers.get("Authorization", "")
         if not hmac.compare_digest(authorization.encode(), f"Bearer {self._token}".encode()):
             return _reply(request, 401, {"error": {"message": "Unauthorized"}})

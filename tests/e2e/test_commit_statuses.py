@@ -100,6 +100,6 @@ def test_content_failure_posts_failed_only(stack, repos):
     # When the run ends
     run = stack.wait_for_run(started["run_id"])
 
-    # Then Bitbucket shows the commit FAILED and was never told it was in progress
+    # Then Bitbucket shows the commit FAILED and never received an INPROGRESS status
     assert run.status == "FAILED"
     assert [call.body["state"] for call in calls_for(stack, commit)] == ["FAILED"]
