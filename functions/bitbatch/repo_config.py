@@ -190,15 +190,23 @@ def _describe(error: ValidationError, root) -> list[str]:
     if error.validator == "additionalProperties":
         allowed = sorted((error.schema.get("properties") or {}).keys())
         extra = [key for key in (error.instance or {}) if key not in allowed]
-        return [
-            f"line {_line(root, [*path, key], key=True)}: {_dotted([*path, str(key)])}: unknown key; "
-            f"allowed keys are {', '.join(allowed)}"
-            for key in extra
-        ]
+        return [_unknown_key(root, path, key, allowed) for key in extra]
     if error.validator == "enum":
         allowed = ", ".join(json.dumps(value) for value in error.validator_value)
         return [f"line {_line(root, path)}: {_dotted(path)}: {json.dumps(error.instance)} is not allowed; use one of {allowed}"]
     return [f"line {_line(root, path)}: {_dotted(path) or '(top level)'}: {error.message}"]
+
+
+def _unknown_key(root, path: list, key, allowed: list[str]) -> str:
+    line = _line(root, [*path, key], key=True)
+    if isinstance(key, bool):
+        # YAML 1.1 reads an unquoted on, off, yes or no as a boolean.
+        hint = "use when: for notify outcomes" if "when" in allowed else "quote it if it is meant as text"
+        return (
+            f"line {line}: {_dotted(path) or '(top level)'}: a key YAML reads as {str(key).lower()} "
+            f"(on, off, yes or no); {hint}; allowed keys are {', '.join(allowed)}"
+        )
+    return f"line {line}: {_dotted([*path, str(key)])}: unknown key; allowed keys are {', '.join(allowed)}"
 
 
 def _dotted(path: list) -> str:
@@ -214,7 +222,7 @@ def _line(root, path: list, key: bool = False) -> int:
     key_node = None
     for part in path:
         if isinstance(node, yaml.MappingNode):
-            match = next(((k, v) for k, v in node.value if k.value == part), None)
+            match = next(((k, v) for k, v in node.value if _same_key(k, part)), None)
             if match is None:
                 break
             key_node, node = match
@@ -224,6 +232,15 @@ def _line(root, path: list, key: bool = False) -> int:
             break
     target = key_node if key and key_node is not None else node
     return (target.start_mark.line + 1) if target is not None else 1
+
+
+YAML_BOOLEANS = {"on": True, "yes": True, "true": True, "y": True, "off": False, "no": False, "false": False, "n": False}
+
+
+def _same_key(node, part) -> bool:
+    if isinstance(part, bool):
+        return YAML_BOOLEANS.get(str(node.value).lower()) is part
+    return node.value == part
 
 
 def _globs(section: dict | None) -> GlobFilter:

@@ -141,3 +141,12 @@ def test_published_schema_is_valid_draft_2020_12():
 
     Draft202012Validator.check_schema(document)
     assert document == repo_config.published_schema()
+
+
+def test_on_key_read_as_boolean_explained():
+    # Given notify written with on:, which YAML 1.1 reads as the boolean true
+    with pytest.raises(ConfigError) as raised:
+        parse_config(b"version: 1\nnotify:\n  on: [failure]\n")
+
+    # Then the message points at its line and says to write when:
+    assert "line 3: notify: a key YAML reads as true (on, off, yes or no); use when:" in str(raised.value)
