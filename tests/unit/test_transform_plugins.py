@@ -35,7 +35,7 @@ class CommitFiles:
 class TextLines:
     """The example transform of docs/transforms.md: one JSON object per line of text."""
 
-    name = "text-lines"
+    name = "plugin-test-lines"
     accepts = ("*.log", "*.txt")
     produces = "jsonl"
     options_schema = {
@@ -101,7 +101,7 @@ def test_plugin_applied_by_name(registered):
 
     # When a file is transformed by the plugin's name, with an option
     result = apply_transform(
-        "text-lines", SourceFile("logs/run.log", b"start\n\n  \nend\n"), {"skip_blank": False}, CommitFiles()
+        "plugin-test-lines", SourceFile("logs/run.log", b"start\n\n  \nend\n"), {"skip_blank": False}, CommitFiles()
     )
 
     # Then the plugin ran with that option
@@ -120,7 +120,7 @@ def test_plugin_defaults_when_no_options(registered):
     registered(TextLines)
 
     # When a file is transformed with empty options
-    result = apply_transform("text-lines", SourceFile("notes.txt", b"a\n\nb\n"), {}, CommitFiles())
+    result = apply_transform("plugin-test-lines", SourceFile("notes.txt", b"a\n\nb\n"), {}, CommitFiles())
 
     # Then the option's default applies
     assert lines(result.data) == [{"line": 1, "text": "a"}, {"line": 3, "text": "b"}]
@@ -132,13 +132,13 @@ def test_plugin_listed_and_removed(registered):
 
     # When the names are listed, and again after unregistering it
     listed = transform_names()
-    removed = unregister("text-lines")
+    removed = unregister("plugin-test-lines")
 
     # Then it was listed, in order, and is gone afterwards
     assert listed == sorted(listed)
-    assert "text-lines" in listed
+    assert "plugin-test-lines" in listed
     assert isinstance(removed, TextLines)
-    assert "text-lines" not in transform_names()
+    assert "plugin-test-lines" not in transform_names()
     register(TextLines)  # so that the fixture can remove it
 
 
@@ -176,21 +176,21 @@ def test_register_instance(registered):
 
     # Then register returns it and looks up that very object
     assert returned is instance
-    assert get_transform("text-lines") is instance
+    assert get_transform("plugin-test-lines") is instance
 
 
 def test_duplicate_name_rejected(registered):
     # Given a registered plugin
     registered(TextLines)
-    first = get_transform("text-lines")
+    first = get_transform("plugin-test-lines")
 
     # When another transform with the same name is registered
-    with pytest.raises(ValueError, match="'text-lines' is already registered") as raised:
+    with pytest.raises(ValueError, match="'plugin-test-lines' is already registered") as raised:
         register(TextLines)
 
     # Then it is rejected and the first stays
     assert "choose another name" in str(raised.value)
-    assert get_transform("text-lines") is first
+    assert get_transform("plugin-test-lines") is first
 
 
 @pytest.mark.parametrize("name", ["copy", "csv-jsonl", "yaml-json", "json-validate"])
@@ -232,7 +232,7 @@ def test_invalid_plugin_rejected(attribute, value, message):
     # Then ValueError names the problem and nothing is registered
     with pytest.raises(ValueError, match=message):
         register(Broken)
-    assert "text-lines" not in transform_names()
+    assert "plugin-test-lines" not in transform_names()
 
 
 def test_plugin_reads_other_files(registered):
