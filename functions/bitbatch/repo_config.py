@@ -175,14 +175,38 @@ def _glob_problems(document: dict, root) -> list[str]:
 REPORT_OUTPUTS = ("report.html", "result.json")
 
 
+# Memory (MiB) that Fargate accepts for each vCPU count: (lowest, highest, step).
+# Source: the AWS Batch and ECS documentation of Fargate task sizes.
+FARGATE_MEMORY = {
+    0.25: (512, 2048, 512),
+    0.5: (1024, 4096, 1024),
+    1: (2048, 8192, 1024),
+    2: (4096, 16384, 1024),
+    4: (8192, 30720, 1024),
+    8: (16384, 61440, 4096),
+    16: (32768, 122880, 8192),
+}
+
+
 def _job_problems(document: dict, root) -> list[str]:
     job = document.get("job")
-    if not isinstance(job, dict) or job.get("command") or job.get("result") in (None, *REPORT_OUTPUTS):
+    if not isinstance(job, dict):
         return []
-    return [
-        f"line {_line(root, ['job', 'result'])}: job.result: the built-in report writes only "
-        f"{' and '.join(REPORT_OUTPUTS)}; set job.command to link another file"
-    ]
+    problems = []
+    if not job.get("command") and job.get("result") not in (None, *REPORT_OUTPUTS):
+        problems.append(
+            f"line {_line(root, ['job', 'result'])}: job.result: the built-in report writes only "
+            f"{' and '.join(REPORT_OUTPUTS)}; set job.command to link another file"
+        )
+    vcpu, memory = job.get("vcpu"), job.get("memory")
+    if vcpu in FARGATE_MEMORY and isinstance(memory, int) and not isinstance(memory, bool):
+        lowest, highest, step = FARGATE_MEMORY[vcpu]
+        if not (lowest <= memory <= highest and memory % step == 0):
+            problems.append(
+                f"line {_line(root, ['job', 'memory'])}: job.memory: Fargate runs {vcpu:g} vCPU with "
+                f"{lowest} to {highest} MiB in steps of {step}, not {memory}"
+            )
+    return problems
 
 
 def _describe(error: ValidationError, root) -> list[str]:

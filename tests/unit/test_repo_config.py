@@ -150,3 +150,17 @@ def test_on_key_read_as_boolean_explained():
 
     # Then the message points at its line and says to write when:
     assert "line 3: notify: a key YAML reads as true (on, off, yes or no); use when:" in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("vcpu", "memory", "valid"),
+    [(0.25, 512, True), (0.25, 8192, False), (1, 2048, True), (1, 2500, False), (16, 32768, True), (8, 8192, False)],
+)
+def test_fargate_memory_for_vcpu(vcpu, memory, valid):
+    text = f"job:\n  vcpu: {vcpu}\n  memory: {memory}\n".encode()
+
+    if valid:
+        assert parse_config(text).job.memory == memory
+    else:
+        with pytest.raises(ConfigError, match=r"line 3: job.memory: Fargate runs"):
+            parse_config(text)
