@@ -188,7 +188,7 @@ def test_invalid_token_hides_existence():
     for_stored, _, _ = open_page(sample_run(), token=token)
     for_missing, _, _ = open_page(None, token=token)
 
-    # Then the answers are identical
+    # Then the responses are identical
     assert for_stored.status_code == for_missing.status_code == 403
     assert for_stored.body == for_missing.body
     assert for_stored.headers == for_missing.headers
@@ -242,7 +242,7 @@ def test_headers_forbid_caching_and_referrer(status):
 
 
 def test_hostile_values_escaped():
-    # Given a run whose every free-text field holds markup
+    # Given a run whose every free-text field contains markup
     run = sample_run(
         repository=f"team/{HOSTILE}",
         ref=f"refs/heads/{HOSTILE}",
@@ -375,7 +375,7 @@ def test_run_without_output_prefix():
     # When the page is opened
     response, _, _ = open_page(run, outputs=outputs)
 
-    # Then no listing was asked for and the page says there are no files
+    # Then no listing was requested and the page states there are no files
     assert outputs.prefixes == []
     assert "no output files" in PageText(response.body).text
 
