@@ -1,4 +1,4 @@
-"""How fast the webhook acknowledges pushes while a large repository is being transformed.
+"""Benchmark of the webhook's answer time while a large repository is being transformed.
 
 Runs on the local stack, in one process: first a baseline (pushes of a small
 repository with nothing else running), then the same pushes while the

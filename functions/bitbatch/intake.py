@@ -1,7 +1,7 @@
 """Webhook intake: check, read and record a push, then start its transforms.
 
-Plain Python with injected collaborators; the webhook handler maps HTTP
-events to a Delivery and the Answer back to a response.
+Plain Python with injected collaborators. The webhook handler maps HTTP
+events to a Delivery and the returned Answer to a response.
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ def receive(delivery: Delivery, policy: WebhookPolicy, signatures: SignatureChec
     signature_header = delivery.headers.get("x-hub-signature")
     if policy.signature_required:
         # Some Data Center versions send the connection test unsigned even with a
-        # secret set. It starts nothing and its body is not read, so answer it.
+        # secret set. It starts nothing and its body is not read, so it gets a 200.
         if event_key == bitbucket.DATA_CENTER_PING and not signature_header:
             return _ignored("connection test (diagnostics:ping)")
         if not signatures.verify(delivery.body, signature_header):

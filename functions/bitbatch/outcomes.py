@@ -1,10 +1,10 @@
 """Record how a run ended and email the person who pushed.
 
-Four kinds of event end a run: an AWS Batch "Job State Change" from
-EventBridge, the on-failure destination record Lambda sends when the
-transform function gave up on an event, the transform's own "Run Failed"
-event for content that cannot run, and a message the submitter could not
-submit, from the submit queue's dead-letter queue. A RUNNING job state
+Four kinds of event end a run. AWS Batch sends a "Job State Change" through
+EventBridge. Lambda sends an on-failure destination record when the
+transform function gave up on an event. The transform sends its own "Run
+Failed" event for content that cannot run. The submit queue's dead-letter
+queue holds messages the submitter could not submit. A RUNNING job state
 change moves the run forward and sends nothing.
 """
 
@@ -239,9 +239,9 @@ def finish_run(
     if on_finished is not None:
         on_finished(run)
 
-    wanted = set((run.config or {}).get("notify_on") or ("success", "failure"))
-    if OUTCOME_NAMES[outcome.status] not in wanted:
-        logger.info("bitbatch.yml asks for no email on this outcome", extra={"notify_on": sorted(wanted)})
+    notify_outcomes = set((run.config or {}).get("notify_on") or ("success", "failure"))
+    if OUTCOME_NAMES[outcome.status] not in notify_outcomes:
+        logger.info("bitbatch.yml asks for no email on this outcome", extra={"notify_on": sorted(notify_outcomes)})
         return None
     if not store.mark_notified(run.run_id, outcome.status):
         logger.info("email for this status already sent; repeated event ignored")

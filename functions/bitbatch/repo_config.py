@@ -234,9 +234,15 @@ def _unknown_key(root, path: list, key, allowed: list[str]) -> str:
 
 
 def _dotted(path: list) -> str:
+    """Write a JSON path as transforms[0].options.delimiter."""
     text = ""
     for part in path:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif text:
+            text += f".{part}"
+        else:
+            text = str(part)
     return text
 
 

@@ -127,11 +127,14 @@ def read_message(body: str) -> str:
 def submit_run(
     run_id: str, store: RunStore, submitter: JobSubmitter, on_submitted: Callable[[Run], None] | None = None
 ) -> str | None:
-    """Submit the run's job exactly once; returns the job id, or None when it was already submitted.
+    """Submit the run's job once per attempt; returns the job id, or None when it was already submitted.
 
     A conditional claim on the run lets one delivery of a repeated message
     submit. A claim left by a delivery that died before recording its job is
     resolved by looking the job up by its deterministic name.
+    NOTE: that lookup relies on ListJobs listing a job submitted moments ago.
+    Only a delivery that died between SubmitJob and the record, followed by a
+    redelivery after the 300 s claim expired, depends on it.
     """
     run = store.get(run_id)
     bind_run(run.log_keys)

@@ -85,7 +85,7 @@ def receive_webhook() -> Response:
     try:
         answer = intake.receive(delivery, deps.policy, deps.signatures, deps.starter)
     except SecretUnavailable as error:
-        # Bitbucket retries a 5xx answer, so the push is not lost.
+        # Bitbucket retries a 5xx response, so the push is not lost.
         logger.error("webhook secret unavailable", extra={"reason": str(error)})
         answer = intake.Answer(503, {"error": "the webhook secret could not be read; retry later"}, {"Retry-After": "10"})
     return Response(

@@ -284,7 +284,7 @@ class BatchExecutor:
         return JobResult(spec, status, completed.returncode, reason, log_path, started_at, _epoch_millis())
 
     def running_event(self, spec: JobSpec) -> dict:
-        """The EventBridge event AWS Batch sends when a job starts running."""
+        """Build the EventBridge event AWS Batch sends when a job starts running."""
         started_at = _epoch_millis()
         result = JobResult(spec, "RUNNING", None, None, self._log_folder, started_at, started_at)
         event = self.state_change_event(result)
@@ -294,7 +294,7 @@ class BatchExecutor:
         return event
 
     def state_change_event(self, result: JobResult) -> dict:
-        """The EventBridge event AWS Batch sends when a job ends."""
+        """Build the EventBridge event AWS Batch sends when a job ends."""
         spec = result.spec
         job_arn = f"arn:aws:batch:{self._region}:{ACCOUNT_ID}:job/{spec.job_id}"
         log_stream = f"bitbatch/default/{spec.job_id}"

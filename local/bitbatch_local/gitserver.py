@@ -115,7 +115,7 @@ class GitServer:
             raise FileNotFoundError("git not found on PATH: install git 2.31 or later")
         self._git = git
 
-        # Answers Bitbucket's build-status REST paths instead of git, when set (see bitbucket_api.py).
+        # Handles Bitbucket's build-status REST paths instead of git, when set (see bitbucket_api.py).
         self.api_recorder = api_recorder
         self._requested_port = port
         self._allow_push = allow_push
@@ -407,7 +407,7 @@ class _GitRequestHandler(BaseHTTPRequestHandler):
         bytes_sent = 0
 
         try:
-            # Bitbucket's REST build-status calls, when a recorder stands in for them.
+            # Bitbucket's REST build-status calls go to the recorder, when one is set.
             if git_server.api_recorder is not None and git_server.api_recorder.matches(url_path):
                 status, bytes_sent = git_server.api_recorder.handle(self, url_path)
                 return

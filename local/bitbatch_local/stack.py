@@ -206,7 +206,7 @@ class LocalStack:
             os.environ[name] = value
 
     def _function_environment(self, lambda_endpoint: str) -> dict[str, str]:
-        """The variables template.yaml sets on the functions, with local values."""
+        """Return the variables template.yaml sets on the functions, with local values."""
         resources = self.resources
         return {
             "AWS_ENDPOINT_URL_LAMBDA": lambda_endpoint,

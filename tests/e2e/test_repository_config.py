@@ -53,7 +53,7 @@ def stack(repos, tmp_path_factory):
     root, _ = repos
     work = tmp_path_factory.mktemp("work")
     # The transform runs in this process: give its temporary folders a folder of their
-    # own, so a check for leftovers sees no other test's or process's checkouts.
+    # own, so a check for leftovers finds no other test's or process's checkouts.
     scratch = work / "tmp"
     scratch.mkdir()
     saved_tempdir = tempfile.tempdir
@@ -131,7 +131,7 @@ def test_config_selects_paths_and_files(stack, sample):
     data_change = add_commit(sample.path, {"data/stations.csv": (sample.path / "data/stations.csv").read_text() + "ST99,Test Hill,57.1,-4.2,310,true\n"}, "Add station")
     run = deliver(stack, sample, data_change, docs_only)
 
-    # Then the manifest holds exactly the files the rules transform, and the change list
+    # Then the manifest contains exactly the files the rules transform, and the change list
     assert run.status == "SUCCEEDED"
     manifest = manifest_of(stack, run)
     assert manifest["config"] == "bitbatch.yml"
@@ -377,7 +377,7 @@ def test_failure_only_notification_sends_nothing_on_success(stack, sample):
 
 
 def test_job_stuck_in_runnable_fails_with_reason(stack, sample):
-    # Given a job that asks for more vCPUs than the compute environment has
+    # Given a job that requests more vCPUs than the compute environment has
     before = head(sample)
     greedy = "version: 1\njob:\n  vcpu: 16\n  memory: 32768\n"
     commit = add_commit(sample.path, {"bitbatch.yml": greedy}, "Ask for a big machine")
@@ -385,7 +385,7 @@ def test_job_stuck_in_runnable_fails_with_reason(stack, sample):
     # When it is pushed
     run = deliver(stack, sample, commit, before)
 
-    # Then the queue's time limit cancels it, and one email says it could not start
+    # Then the queue's time limit cancels it, and one email states it could not start
     assert run.status == "FAILED"
     assert run.failure_reason.startswith("the job could not start: MISCONFIGURATION:JOB_RESOURCE_REQUIREMENT")
     emails = emails_about(stack, run.run_id)

@@ -122,7 +122,7 @@ def test_repeated_delivery_returns_first_run(stack, sample):
     # When Bitbucket delivers the same push again
     status, second, _ = request(stack.webhook_url, body, headers)
 
-    # Then the answer names the first run, and only one job and one email exist
+    # Then the response names the first run, and only one job and one email exist
     assert status == 200
     assert second["duplicate"] is True
     assert second["runs"] == first["runs"]
@@ -145,7 +145,7 @@ def test_concurrent_duplicates_start_one_run(stack, sample):
     for thread in threads:
         thread.join()
 
-    # Then exactly one delivery started a run, and the others were told so or asked to retry
+    # Then exactly one delivery started a run, and the others got a duplicate answer or a request to retry
     statuses = sorted(status for status, _ in answers)
     assert statuses.count(202) == 1
     assert set(statuses) <= {200, 202, 503}

@@ -842,7 +842,7 @@ def test_notifier_out_of_memory_named(resources):
     # When the notifier runs
     call_notifier(event)
 
-    # Then the reason says so and how to fix it
+    # Then the reason names the cause and the fix
     run = run_store(resources).get(batch_run_id(event))
     assert run.status == RunStatus.FAILED
     assert "ran out of memory (exit code 137)" in run.failure_reason
@@ -861,7 +861,7 @@ def test_notifier_job_that_never_started(resources):
     # When the notifier runs
     call_notifier(event)
 
-    # Then the email says the job could not start, with Batch's reason
+    # Then the email states the job could not start, with Batch's reason
     run = run_store(resources).get(batch_run_id(event))
     assert run.failure_reason.startswith("the job could not start: CAPACITY:INSUFFICIENT_INSTANCE_CAPACITY")
     assert len(sent_messages()) == 1

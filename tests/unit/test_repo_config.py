@@ -148,7 +148,7 @@ def test_on_key_read_as_boolean_explained():
     with pytest.raises(ConfigError) as raised:
         parse_config(b"version: 1\nnotify:\n  on: [failure]\n")
 
-    # Then the message points at its line and says to write when:
+    # Then the message points at its line and tells the user to write when:
     assert "line 3: notify: a key YAML reads as true (on, off, yes or no); use when:" in str(raised.value)
 
 

@@ -12,9 +12,9 @@ A glob is matched against a file's POSIX path relative to the repository root:
 - Matching is case-sensitive, and `*` also matches names that start with a dot.
 - A backslash makes the next character literal, so `\\*` matches a `*`.
 
-Unlike in .gitignore, a glob never matches the files below a matched folder
-(`data` does not match `data/a.csv`; write `data/**`), and there is no
-negation with `!`.
+Unlike in .gitignore, a glob never matches the files below a matched folder:
+`data` does not match `data/a.csv`, so write `data/**`. There is no negation
+with `!` either.
 """
 
 from __future__ import annotations
